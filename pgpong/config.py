@@ -1,0 +1,146 @@
+"""Typed configuration: the schema Hydra composes `conf/` into, and its validation.
+
+Every key has a one-line meaning. Unknown keys and wrong types are rejected by Hydra
+(struct mode of the schema); values that are well-typed but impossible are rejected by
+`validate`, before anything starts.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from pgpong.errors import PgpongError
+from pgpong.preprocess import FRAME_HEIGHT, FRAME_WIDTH
+
+
+@dataclass
+class EnvConfig:
+    id: str = "ALE/Pong-v5"                             # gymnasium id
+    frameskip: Optional[int] = None                     # None: the id's own (v0: random 2..4, v5: 4)
+    repeat_action_probability: Optional[float] = None   # sticky actions; None: the id's own (0.25)
+    num_envs: int = 1                                   # emulators stepped together
+    num_threads: int = 1                                # emulator threads (vector path)
+    max_episode_steps: Optional[int] = None             # cap on agent steps per episode; None: the id's own
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "mlflow"                  # mlflow | none
+    uri: str = "sqlite:///mlflow.db"         # relative sqlite paths resolve against the launch directory
+    experiment: str = "pgpong"               # MLflow experiment name
+    flush_every_s: float = 10.0              # metrics are batched and written at most this often
+
+
+@dataclass
+class CropConfig:
+    top: int = 35       # first frame row kept (the gist: I[35:195])
+    bottom: int = 195   # one past the last row kept
+    left: int = 0       # first column kept
+    right: int = 160    # one past the last column kept
+    stride: int = 2     # keep every stride-th row and column
+
+
+@dataclass
+class InputConfig:
+    kind: str = "diff"   # diff: current minus previous frame (the gist) | raw: current | stack: both
+
+
+@dataclass
+class BaselineConfig:
+    kind: str = "standardize"   # standardize (the gist) | none | mean | value
+    lr: float = 1e-3            # value head learning rate (kind=value only)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "rmsprop"   # rmsprop (the gist; uses top-level decay_rate) | adam
+    eps: float = 1e-5       # added to the root-mean-square in the denominator
+    beta1: float = 0.9      # adam: first-moment decay
+    beta2: float = 0.999    # adam: second-moment decay
+
+
+@dataclass
+class ActionsConfig:
+    kind: str = "two"   # two: UP/DOWN with a sigmoid (the gist) | three: UP/DOWN/NOOP with a softmax
+
+
+@dataclass
+class Config:
+    H: int = 200                  # hidden layer neurons
+    lr: float = 1e-4              # learning rate
+    batch_size: int = 10          # episodes per parameter update
+    gamma: float = 0.99           # discount factor for reward
+    decay_rate: float = 0.99      # RMSProp leaky average of grad^2
+    seed: int = 0                 # one seed for weights, actions and emulators
+    episodes: int = 10000         # episodes to train
+    dtype: str = "float32"        # float32 | float64 for weights and activations
+    checkpoint_every: int = 100   # episodes between model/checkpoint files
+    log_every_s: float = 30.0     # seconds between plain progress lines when not on a terminal
+    env: EnvConfig = field(default_factory=EnvConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
+
+
+def register() -> None:
+    """Make the schema known to Hydra as `config_schema` (the primary config extends it)."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+CHOICES = {
+    "input.kind": ("diff", "raw", "stack"),
+    "baseline.kind": ("standardize", "none", "mean", "value"),
+    "optim.name": ("rmsprop", "adam"),
+    "actions.kind": ("two", "three"),
+    "tracking.backend": ("mlflow", "none"),
+    "dtype": ("float32", "float64"),
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: Any) -> None:
+    """Raise PgpongError naming the first impossible value and what is allowed."""
+    positive_ints = ("H", "batch_size", "episodes", "checkpoint_every", "env.num_envs", "env.num_threads")
+    for key in positive_ints:
+        if _get(cfg, key) < 1:
+            raise PgpongError(f"{key}={_get(cfg, key)}: must be a positive integer")
+    if not cfg.lr > 0:
+        raise PgpongError(f"lr={cfg.lr}: must be > 0")
+    if not 0 < cfg.gamma <= 1:
+        raise PgpongError(f"gamma={cfg.gamma}: must be in (0, 1]")
+    if not 0 <= cfg.decay_rate < 1:
+        raise PgpongError(f"decay_rate={cfg.decay_rate}: must be in [0, 1)")
+    if cfg.seed < 0:
+        raise PgpongError(f"seed={cfg.seed}: must be >= 0")
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise PgpongError(f"{key}={_get(cfg, key)}: must be one of {', '.join(allowed)}")
+    if not cfg.optim.eps > 0:
+        raise PgpongError(f"optim.eps={cfg.optim.eps}: must be > 0")
+    for key in ("optim.beta1", "optim.beta2"):
+        if not 0 <= _get(cfg, key) < 1:
+            raise PgpongError(f"{key}={_get(cfg, key)}: must be in [0, 1)")
+    if not cfg.baseline.lr > 0:
+        raise PgpongError(f"baseline.lr={cfg.baseline.lr}: must be > 0")
+    validate_crop(cfg.crop)
+
+
+def validate_crop(crop: Any) -> None:
+    """Crop bounds must select a non-empty window inside the 210x160 frame."""
+    if crop.stride < 1:
+        raise PgpongError(f"crop.stride={crop.stride}: must be >= 1")
+    if not 0 <= crop.top < crop.bottom <= FRAME_HEIGHT:
+        raise PgpongError(
+            f"crop.top={crop.top}, crop.bottom={crop.bottom}: need 0 <= top < bottom <= {FRAME_HEIGHT} (frame rows)")
+    if not 0 <= crop.left < crop.right <= FRAME_WIDTH:
+        raise PgpongError(
+            f"crop.left={crop.left}, crop.right={crop.right}: need 0 <= left < right <= {FRAME_WIDTH} (frame columns)")

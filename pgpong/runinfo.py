@@ -1,0 +1,47 @@
+"""What identifies a run: its name from the overrides, its flattened params, its tags."""
+import subprocess
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+NOT_IN_NAME = ("tracking", "hydra", "log_every_s", "checkpoint_every", "resume")
+
+
+def run_name(overrides: list[str], seed: int) -> str:
+    """`crop=fix,lr=0.001,seed=3`: the overrides that change the experiment, sorted, seed always."""
+    parts = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key.split(".")[0].split("/")[0] in NOT_IN_NAME:
+            continue
+        parts[key] = value
+    parts["seed"] = str(seed)
+    return ",".join(f"{k}={v}" for k, v in sorted(parts.items()))
+
+
+def flatten(cfg) -> dict:
+    """Every resolved config value under its dotted key."""
+    out = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            else:
+                out[key] = v
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def git_commit() -> str | None:
+    """HEAD of the project's checkout (with -dirty when it has changes), or None."""
+    try:
+        head = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PROJECT_DIR), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("-dirty" if dirty else "")) if head else None
