@@ -16,7 +16,7 @@ class Progress:
         self.every_s = every_s
         self.stream = stream or sys.stderr
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last = 0.0
+        self._last = float("-inf")   # the first update always shows
 
     def line(self, episode: int, running: float, steps_per_s: float, elapsed_s: float) -> str:
         eta = elapsed_s / max(episode, 1) * (self.total - episode)

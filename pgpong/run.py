@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from pgpong import config, runinfo
+from pgpong.cli import precheck
 from pgpong.envs import make_envs
 from pgpong.errors import PgpongError
 from pgpong.preprocess import input_size
@@ -36,7 +37,7 @@ def run(cfg) -> dict:
     env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
     envs = make_envs(cfg.env, env_seeds)
     try:
-        name = runinfo.run_name(overrides, cfg.seed)
+        name = runinfo.run_name(overrides, cfg)
         tags = {"seed": cfg.seed, "git_commit": runinfo.git_commit() or "unknown",
                 "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir)}
         tracker = make_tracker(cfg.tracking, launch_dir, name, tags)
@@ -53,6 +54,8 @@ def run(cfg) -> dict:
                   file=sys.stderr)
             with threadpool_limits(limits=1):   # BLAS threads would fight the emulators for 2 cores
                 summary = train(cfg, envs, tracker, rng, out_dir)
+            tracker.log_metrics({"time/elapsed_s": summary["elapsed_s"],
+                                 "time/tracking_write_s": getattr(tracker, "write_s", 0.0)}, step=summary["episodes"])
             tracker.log_artifact(summary["model_path"])
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -77,4 +80,5 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

@@ -8,15 +8,20 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 NOT_IN_NAME = ("tracking", "hydra", "log_every_s", "checkpoint_every", "resume")
 
 
-def run_name(overrides: list[str], seed: int) -> str:
-    """`crop=fix,lr=0.001,seed=3`: the overrides that change the experiment, sorted, seed always."""
+def run_name(overrides: list[str], cfg) -> str:
+    """`crop=fix,lr=0.001,seed=3`: the overrides that change the experiment, sorted, seed always.
+
+    Values of plain keys are shown as the config resolved them (1e-3 -> 0.001); group choices
+    (crop=fix) as typed.
+    """
     parts = {}
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
         if key.split(".")[0].split("/")[0] in NOT_IN_NAME:
             continue
-        parts[key] = value
-    parts["seed"] = str(seed)
+        resolved = OmegaConf.select(cfg, key, default=None)
+        parts[key] = value if resolved is None or OmegaConf.is_config(resolved) else str(resolved)
+    parts["seed"] = str(cfg.seed)
     return ",".join(f"{k}={v}" for k, v in sorted(parts.items()))
 
 
@@ -38,8 +43,9 @@ def flatten(cfg) -> dict:
 def git_commit() -> str | None:
     """HEAD of the project's checkout (with -dirty when it has changes), or None."""
     try:
-        head = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "--verify", "-q", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        head = rev.stdout.strip() if rev.returncode == 0 else ""
         dirty = subprocess.run(["git", "-C", str(PROJECT_DIR), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -73,6 +73,7 @@ class MlflowTracker:
         self.flush_every_s = flush_every_s
         self._pending: list = []
         self._last_flush = time.monotonic()
+        self.write_s = 0.0   # seconds spent writing metrics (the cost of tracking during training)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -92,10 +93,12 @@ class MlflowTracker:
             self.flush()
 
     def flush(self) -> None:
+        t0 = time.monotonic()
         pending, self._pending = self._pending, []
         for i in range(0, len(pending), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=pending[i:i + MAX_METRICS_PER_BATCH])
         self._last_flush = time.monotonic()
+        self.write_s += self._last_flush - t0
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
