@@ -5,22 +5,20 @@ the app starts, `precheck` composes the config exactly as Hydra will (every valu
 too) and validates it, so any mistake stops with `error: <key>...: <what is allowed>`, exit 2,
 before a run, a file or an MLflow record exists.
 """
-import dataclasses
 import sys
-import typing
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import OmegaConf
+from omegaconf import BooleanNode, FloatNode, IntegerNode, OmegaConf, StringNode
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pgpong import config
 from pgpong.errors import PgpongError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+NODE_WORDS = {BooleanNode: "true or false", IntegerNode: "an integer", FloatNode: "a number", StringNode: "a string"}
 
 
 def group_options(group: str) -> list[str]:
@@ -28,35 +26,30 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _schema_node(dotted: str):
-    """The dataclass describing `dotted`'s parent, and the field's name."""
-    node: typing.Any = config.Config
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            return None, leaf
-        node = fields[part].type if not callable(fields[part].default_factory) else fields[part].default_factory
-    return node, leaf
+def _structure(overrides: list[str]):
+    """The config composed with only the group choices among the overrides (its shape)."""
+    groups = set(config_groups())
+    choices = [o for o in overrides if o.partition("=")[0] in groups]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=choices)
+    except (HydraException, OmegaConfBaseException):
+        return None
 
 
-def _allowed_keys(parent_key: str) -> str:
-    node, _ = _schema_node(parent_key + ".x" if parent_key else "x")
-    if node is None or not dataclasses.is_dataclass(node):
-        return ""
-    return ", ".join(f.name for f in dataclasses.fields(node))
+def _allowed_keys(parent_key: str, overrides: list[str]) -> str:
+    cfg = _structure(overrides)
+    node = None if cfg is None else (OmegaConf.select(cfg, parent_key) if parent_key else cfg)
+    return ", ".join(str(k) for k in node.keys()) if OmegaConf.is_config(node) else "?"
 
 
-def _expected(dotted: str) -> str:
-    node, leaf = _schema_node(dotted)
-    if node is None or not dataclasses.is_dataclass(node):
-        return "a valid value"
-    hints = typing.get_type_hints(node)
-    t = hints.get(leaf)
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    base = args[0] if args else t
-    word = TYPE_WORDS.get(base, "a valid value")
-    return word + (" or null" if args else "")
+def _expected(key: str, overrides: list[str]) -> str:
+    cfg = _structure(overrides)
+    parent, _, leaf = key.rpartition(".")
+    node = None if cfg is None else (OmegaConf.select(cfg, parent) if parent else cfg)
+    value_node = node._get_node(leaf) if OmegaConf.is_config(node) else None
+    word = next((w for cls, w in NODE_WORDS.items() if isinstance(value_node, cls)), "a valid value")
+    return word + (" or null" if value_node is not None and value_node._is_optional() else "")
 
 
 def explain(e: Exception, overrides: list[str]) -> str:
@@ -72,10 +65,10 @@ def explain(e: Exception, overrides: list[str]) -> str:
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         parent = key.rpartition(".")[0]
         where = f"in '{parent}'" if parent else "at the top level"
-        return f"{key}: unknown key; allowed {where}: {_allowed_keys(parent)}"
+        return f"{key}: unknown key; allowed {where}: {_allowed_keys(parent, overrides)}"
     if isinstance(cause, ValidationError):
         value = next((o.partition("=")[2] for o in overrides if o.partition("=")[0] == key), "?")
-        return f"{key}={value}: must be {_expected(key)}"
+        return f"{key}={value}: must be {_expected(key, overrides)}"
     return str(cause).splitlines()[0]
 
 

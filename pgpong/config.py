@@ -48,16 +48,27 @@ class InputConfig:
 
 @dataclass
 class BaselineConfig:
-    kind: str = "standardize"   # standardize (the gist) | none | mean | value
-    lr: float = 1e-3            # value head learning rate (kind=value only)
+    kind: str = "standardize"   # standardize (the gist) | none | mean
 
 
 @dataclass
-class OptimConfig:
-    name: str = "rmsprop"   # rmsprop (the gist; uses top-level decay_rate) | adam
+class ValueBaselineConfig:
+    kind: str = "value"         # a learned V(s) subtracted from the return
+    lr: float = 1e-3            # the value head's own learning rate
+
+
+@dataclass
+class RMSPropConfig:
+    name: str = "rmsprop"   # the gist's optimizer; its decay is the top-level decay_rate
     eps: float = 1e-5       # added to the root-mean-square in the denominator
-    beta1: float = 0.9      # adam: first-moment decay
-    beta2: float = 0.999    # adam: second-moment decay
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    beta1: float = 0.9      # first-moment decay
+    beta2: float = 0.999    # second-moment decay
+    eps: float = 1e-8       # added to the root of the second moment
 
 
 @dataclass
@@ -81,14 +92,28 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     input: InputConfig = field(default_factory=InputConfig)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    baseline: Any = MISSING       # one of the schemas in OPTION_SCHEMAS["baseline"]
+    optim: Any = MISSING          # one of the schemas in OPTION_SCHEMAS["optim"]
     actions: ActionsConfig = field(default_factory=ActionsConfig)
 
 
+# Groups whose options have different keys: each option file extends its own schema
+# (`defaults: [<option>_schema]`), so a key of another option is rejected.
+OPTION_SCHEMAS = {
+    "baseline": {"standardize": BaselineConfig, "none": BaselineConfig, "mean": BaselineConfig,
+                 "value": ValueBaselineConfig},
+    "optim": {"rmsprop": RMSPropConfig, "adam": AdamConfig},
+}
+
+
 def register() -> None:
-    """Make the schema known to Hydra as `config_schema` (the primary config extends it)."""
-    ConfigStore.instance().store(name="config_schema", node=Config)
+    """Make the schemas known to Hydra: `config_schema` (the primary config extends it) and
+    `<group>/<option>_schema` for the groups whose options differ in keys."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, options in OPTION_SCHEMAS.items():
+        for option, schema in options.items():
+            cs.store(group=group, name=f"{option}_schema", node=schema)
 
 
 CHOICES = {
@@ -126,10 +151,11 @@ def validate(cfg: Any) -> None:
             raise PgpongError(f"{key}={_get(cfg, key)}: must be one of {', '.join(allowed)}")
     if not cfg.optim.eps > 0:
         raise PgpongError(f"optim.eps={cfg.optim.eps}: must be > 0")
-    for key in ("optim.beta1", "optim.beta2"):
-        if not 0 <= _get(cfg, key) < 1:
-            raise PgpongError(f"{key}={_get(cfg, key)}: must be in [0, 1)")
-    if not cfg.baseline.lr > 0:
+    if cfg.optim.name == "adam":
+        for key in ("optim.beta1", "optim.beta2"):
+            if not 0 <= _get(cfg, key) < 1:
+                raise PgpongError(f"{key}={_get(cfg, key)}: must be in [0, 1)")
+    if cfg.baseline.kind == "value" and not cfg.baseline.lr > 0:
         raise PgpongError(f"baseline.lr={cfg.baseline.lr}: must be > 0")
     validate_crop(cfg.crop)
 

@@ -63,6 +63,9 @@ def test_tracking_none_writes_no_database(tmp_path, cli):
     ("crop.stride=0", "crop.stride=0: must be >= 1"),
     ("gamma=1.5", "gamma=1.5: must be in (0, 1]"),
     ("seed=0,-1", "seed=-1: must be >= 0"),
+    ("optim.beta1=0.5", "optim.beta1: unknown key; allowed in 'optim': name, eps"),
+    ("baseline.lr=0.1", "baseline.lr: unknown key; allowed in 'baseline': kind"),
+    ("env.frameskip=x", "env.frameskip=x: must be an integer or null"),
 ])
 def test_bad_input_is_one_plain_line_and_nothing_is_left(tmp_path, cli, override, expected):
     args = ["-m", override] if "," in override else [override]

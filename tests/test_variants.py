@@ -40,6 +40,13 @@ def test_input_width_follows_crop_and_input(crop, shape, kind, factor):
     assert input_size(cfg.crop, cfg.input.kind) == shape * factor
 
 
+def test_each_option_has_its_own_keys():
+    assert set(compose_cfg(["optim=adam"]).optim) == {"name", "beta1", "beta2", "eps"}
+    assert set(compose_cfg(["optim=rmsprop"]).optim) == {"name", "eps"}
+    assert set(compose_cfg(["baseline=value"]).baseline) == {"kind", "lr"}
+    assert set(compose_cfg(["baseline=mean"]).baseline) == {"kind"}
+
+
 def test_variant_choices_are_tracked_and_named(tmp_path, cli):
     over = ["crop=fix", "input=stack", "baseline=value", "optim=adam", "actions=three", "lr=1e-3"]
     proc = cli(TINY + ["batch_size=2"] + over, cwd=tmp_path)
