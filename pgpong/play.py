@@ -234,11 +234,11 @@ def run(argv: list[str], launch_dir: Path | None = None) -> PlayResult:
         video = args.get("video", "false")
         if video.lower().endswith((".mp4", ".gif")):
             video_path = resolve_path(video, launch_dir)
+        elif "." in video or "/" in video:
+            raise PgpongError(f"video={video}: use true, false, or a path ending in .mp4 or .gif")
         elif cliargs.as_bool("video", video):
             stem = f"run-{args['run_id'][:8]}" if "run_id" in args else Path(args["model"]).stem
             video_path = launch_dir / "videos" / f"{stem}-{mode}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
-        elif "." in video:
-            raise PgpongError(f"video={video}: use true, false, or a path ending in .mp4 or .gif")
 
         crop = model.cfg.crop
         print(f"pgpong play: {model.source} (trained {model.episode:,} episodes; {env_cfg.id}, crop rows "

@@ -309,14 +309,16 @@ def verdict(a: Group, b: Group, t: float, alpha: float) -> str:
     c = compare_times(ax, aobs, bx, bobs)
     if c.test == "none":
         return f"{head} — no comparison: {c.reason}."
+    sooner = {"a": b.label, "b": a.label}.get(c.later)
     if c.test == "welch":
-        ci = f"{_n(c.diff)} episodes ({b.label} minus {a.label}), 95% CI [{_n(c.ci[0])}, {_n(c.ci[1])}]"
-        if c.p < alpha:
-            return f"{head} — the difference, {ci}, is larger than the seed-to-seed spread (Welch t-test {_p(c.p)})."
-        return f"{head} — the difference, {ci}, is within the seed-to-seed spread (Welch t-test {_p(c.p)})."
+        gap, (lo, hi) = abs(c.diff), (c.ci if c.diff >= 0 else (-c.ci[1], -c.ci[0]))
+        said_gap = (f"{sooner} gets there {_n(gap)} episodes sooner on average (95% CI of the gap [{_n(lo)}, {_n(hi)}])"
+                    if sooner else "the means are equal")
+        where = "larger than" if c.p < alpha else "within"
+        return f"{head} — {said_gap}: {where} the seed-to-seed spread (Welch t-test {_p(c.p)})."
     test = f"Gehan censored rank test, exact permutation {_p(c.p)}"
     if c.p < alpha:
-        return f"{head} — the difference is larger than the seed-to-seed spread ({test})."
+        return f"{head} — {sooner} gets there sooner, by more than the seed-to-seed spread ({test})."
     if c.min_p >= alpha:
         return (f"{head} — cannot tell with this many seeds: seeds that never got there count as 'later than "
                 f"their last episode', and with {len(ax)} + {len(bx)} seeds the smallest possible p is "

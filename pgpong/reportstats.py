@@ -61,6 +61,7 @@ class Comparison:
     diff: float = float("nan")        # mean(b) - mean(a) (welch only)
     ci: tuple = (float("nan"), float("nan"))   # 95% interval of diff (welch only)
     min_p: float = float("nan")       # smallest p the permutation test could give (gehan only)
+    later: str = ""            # "a" | "b" | "": the group whose values tend to be larger (later)
     reason: str = ""           # why no test ran
 
 
@@ -74,12 +75,12 @@ def welch(a, b, level: float = 0.95) -> Comparison:
     se = np.sqrt(va + vb)
     if se == 0:
         p = 1.0 if diff == 0 else 0.0
-        return Comparison("welch", p, diff, (diff, diff))
+        return Comparison("welch", p, diff, (diff, diff), later="b" if diff > 0 else "a" if diff < 0 else "")
     df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
     t = diff / se
     p = float(2 * stats.t.sf(abs(t), df))
     half = float(stats.t.ppf(0.5 + level / 2, df) * se)
-    return Comparison("welch", p, diff, (diff - half, diff + half))
+    return Comparison("welch", p, diff, (diff - half, diff + half), later="b" if diff > 0 else "a" if diff < 0 else "")
 
 
 def gehan_scores(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -105,7 +106,8 @@ def gehan(a_x, a_obs, b_x, b_obs, rng_seed: int = 0) -> Comparison:
     if not obs.any():
         return Comparison("none", float("nan"), reason="no seed of either group got there")
     scores = gehan_scores(x, obs)
-    observed_stat = abs(scores[na:].sum())
+    b_score = scores[na:].sum()                                     # > 0: b's values surely larger more often
+    observed_stat = abs(b_score)
     if comb(n, na) <= MAX_EXACT:
         idx = np.array(list(combinations(range(n), n - na)))        # every choice of "group b"
     else:
@@ -114,7 +116,7 @@ def gehan(a_x, a_obs, b_x, b_obs, rng_seed: int = 0) -> Comparison:
     perm = np.abs(scores[idx].sum(axis=1))
     p = float(np.mean(perm >= observed_stat - 1e-9))
     min_p = float(np.mean(perm >= perm.max() - 1e-9)) if perm.max() > 0 else 1.0
-    return Comparison("gehan", p, min_p=min_p)
+    return Comparison("gehan", p, min_p=min_p, later="b" if b_score > 0 else "a" if b_score < 0 else "")
 
 
 def compare_times(a_x, a_obs, b_x, b_obs) -> Comparison:
