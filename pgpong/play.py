@@ -88,15 +88,20 @@ def model_from_run(run_id: str, uri: str, launch_dir: Path, tmp: Path) -> tuple[
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=resolve_sqlite_uri(uri, launch_dir, "tracking.uri"))
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise PgpongError(f"run_id={run_id}: no such run in {client.tracking_uri}") from None
     try:
         path = client.download_artifacts(run_id, "model.npz", str(tmp))
+        return model_from_file(Path(path), f"run {run_id}"), client
     except (MlflowException, OSError):
-        raise PgpongError(f"run_id={run_id}: the run has no model.npz artifact yet (it is logged when training "
-                          "ends); pass model=<output dir>/model.npz instead") from None
-    return model_from_file(Path(path), f"run {run_id}"), client
+        pass
+    # the artifact is logged when training ends; a running (or killed) run has its latest model in its output dir
+    local = Path(run.data.tags.get("output_dir", "/nonexistent")) / "model.npz"
+    if local.is_file():
+        return model_from_file(local, f"run {run_id} ({run.info.status}; latest {local})"), client
+    raise PgpongError(f"run_id={run_id}: the run has no model.npz artifact (logged when training ends) and its "
+                      "output_dir holds none; pass model=<path to model.npz> instead")
 
 
 # ---------------------------------------------------------------- playing (the training's own functions)

@@ -51,6 +51,18 @@ def test_play_from_a_run_prints_results_and_logs_the_video_to_the_run(trained):
     assert [(m.value, m.step) for m in history] == [(2.0, 2)]   # on the training episode axis
 
 
+def test_a_run_still_training_plays_its_latest_model_from_its_output_dir(trained):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained['root'] / 'mlflow.db'}")
+    original = client.get_run(trained["run_id"])
+    running = client.create_run(original.info.experiment_id, tags={"output_dir": str(trained["model"].parent)})
+    res = play.run([f"run_id={running.info.run_id}", "episodes=1", "policy=greedy"], launch_dir=trained["root"])
+    assert len(res.scores) == 1
+    empty = client.create_run(original.info.experiment_id, tags={"output_dir": str(trained["root"] / "nowhere")})
+    with pytest.raises(PgpongError, match="no model.npz artifact"):
+        play.run([f"run_id={empty.info.run_id}"], launch_dir=trained["root"])
+
+
 def test_greedy_play_from_a_model_file_is_repeatable_and_counts_points(trained):
     args = [f"model={trained['model']}", "episodes=2", "policy=greedy", "env.max_episode_steps=300"]
     a = play.run(args, launch_dir=trained["root"])

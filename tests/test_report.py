@@ -239,3 +239,13 @@ def test_crop_fix_experiment_sweeps_both_crops_at_lr_1e_3(cfg_factory):
         assert cfg[key] == base[key], key          # everything else the gist's
     assert cfg_factory(["experiment=crop_fix", "crop=fix"]).crop.bottom == 185
     assert math.isclose(cfg_factory(["experiment=crop_fix", "episodes=500"]).episodes, 500)
+
+
+def test_arguments_work_as_key_value_and_as_double_dash_options():
+    from pgpong import cliargs
+    a = cliargs.parse(["--runs", "a,b", "--sweep=s1", "tag=k=v", "tag=x=y", "tracking.uri=sqlite:///m.db"],
+                      rep.KEYS, repeatable=("tag",))
+    assert a == {"runs": "a,b", "sweep": "s1", "tag": ["k=v", "x=y"], "tracking.uri": "sqlite:///m.db"}
+    assert cliargs.as_list("[a, 'b',c]") == cliargs.as_list("a,b,c") == ["a", "b", "c"]
+    with pytest.raises(PgpongError, match="--runs: needs a value"):
+        cliargs.parse(["--runs"], rep.KEYS)
