@@ -5,7 +5,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli
 from pgpong import play
 from pgpong.errors import PgpongError
 

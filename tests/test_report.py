@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from pgpong import report as rep
 from pgpong.errors import PgpongError
 from pgpong.reportstats import band, first_crossing, gehan, welch
@@ -228,7 +228,7 @@ def test_report_command_prints_the_table_and_exits_2_with_one_line_on_errors(sto
 
 def test_crop_fix_experiment_sweeps_both_crops_at_lr_1e_3(cfg_factory):
     from hydra import compose, initialize_config_dir
-    from conftest import CONF_DIR
+    from tests.conftest import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="config", overrides=["experiment=crop_fix"], return_hydra_config=True)
     assert cfg.lr == pytest.approx(1e-3) and cfg.episodes == 10000
