@@ -6,15 +6,18 @@
     python -m pgpong.run -m lr=1e-4,1e-3 seed=0,1 # a grid (Hydra multirun)
 """
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from pgpong import config, runinfo
+from pgpong.callbacks import sweep_ids, threads_per_job, write_job_status
 from pgpong.cli import precheck
 from pgpong.envs import make_envs
 from pgpong.errors import PgpongError
@@ -28,19 +31,29 @@ config.register()
 
 def run(cfg) -> dict:
     """One training run: validate, build collaborators, train, record the outcome."""
-    config.validate(cfg)
     hc = HydraConfig.get()
     launch_dir, out_dir = Path(hc.runtime.cwd), Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
-
-    rng = np.random.default_rng(cfg.seed)     # the run's one random generator
-    env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
-    envs = make_envs(cfg.env, env_seeds)
+    multirun = hc.mode == RunMode.MULTIRUN
+    parent_run_id, sweep_id = sweep_ids() if multirun else (None, None)
+    name = runinfo.run_name(overrides, cfg)
+    tags = {"seed": cfg.seed, "git_commit": runinfo.git_commit() or "unknown",
+            "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir)}
+    if sweep_id:
+        tags.update({"sweep_id": sweep_id, "hydra_job_num": hc.job.num})
     try:
-        name = runinfo.run_name(overrides, cfg)
-        tags = {"seed": cfg.seed, "git_commit": runinfo.git_commit() or "unknown",
-                "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir)}
-        tracker = make_tracker(cfg.tracking, launch_dir, name, tags)
+        config.validate(cfg)
+        if multirun:    # parallel jobs share the cores: fewer emulator threads each
+            cfg.env.num_threads = threads_per_job(hc.launcher, cfg.env.num_threads)
+        rng = np.random.default_rng(cfg.seed)     # the run's one random generator
+        env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
+        envs = make_envs(cfg.env, env_seeds)
+    except PgpongError as e:
+        if multirun:    # the sweep's run list shows the job that could not start, and why
+            make_tracker(cfg.tracking, launch_dir, name, {**tags, "error": str(e)}, parent_run_id).end("FAILED")
+        raise
+    try:
+        tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id)
         status = "FAILED"
         try:
             params = runinfo.flatten(cfg)
@@ -72,11 +85,26 @@ def run(cfg) -> dict:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
 def main(cfg) -> float:
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        try:
+            return run(cfg)["running_reward"]
+        except PgpongError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    # In a multirun a failed job must not stop the others (sys.exit would end the whole sweep):
+    # its MLflow run is already FAILED; leave a status for the sweep's end-of-run count.
+    out_dir = Path(hc.runtime.output_dir)
     try:
-        return run(cfg)["running_reward"]
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        result = run(cfg)["running_reward"]
+    except Exception as e:
+        if not isinstance(e, PgpongError):
+            traceback.print_exc()
+        print(f"error: job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr)
+        write_job_status(out_dir, "FAILED", f"{type(e).__name__}: {e}")
+        return None
+    write_job_status(out_dir, "FINISHED")
+    return result
 
 
 if __name__ == "__main__":
