@@ -81,7 +81,7 @@ class SweepCallback(Callback):
         launch_dir = config.hydra.runtime.get("cwd") or os.getcwd()
         task_overrides = list(config.hydra.overrides.task)
         launcher = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
-        tags = {"sweep_id": self.sweep_id, "pgpong.kind": "multirun", "hydra_sweep_overrides":
+        tags = {"sweep_id": self.sweep_id, "pgpong_kind": "multirun", "hydra_sweep_overrides":
                 " ".join(task_overrides) or "(none)", "launcher": launcher, "sweep_dir": str(self.sweep_dir)}
         try:
             self.tracker = make_tracker(config.tracking, launch_dir, f"multirun {self.sweep_id}", tags)

@@ -75,6 +75,16 @@ class MlflowTracker:
         self._last_flush = time.monotonic()
         self.write_s = 0.0   # seconds spent writing metrics (the cost of tracking during training)
 
+    @classmethod
+    def attach(cls, uri: str, run_id: str, flush_every_s: float = 10.0) -> "MlflowTracker":
+        """A tracker writing to an existing run (e.g. a sweep's parent run shared by workers)."""
+        from mlflow.tracking import MlflowClient
+        self = cls.__new__(cls)
+        self.client, self.uri, self.run_id = MlflowClient(tracking_uri=uri), uri, run_id
+        self.experiment_id = self.client.get_run(run_id).info.experiment_id
+        self.flush_every_s, self._pending, self._last_flush = flush_every_s, [], time.monotonic()
+        return self
+
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
         items = [Param(k, _param_str(v)) for k, v in params.items()]

@@ -1,0 +1,445 @@
+"""Optuna search over a spec in sweeps/, every trial a real training run tracked in MLflow.
+
+    python -m pgpong.sweep sweep=lr_h n_trials=40                      # ./optuna.db, ./mlflow.db
+    python -m pgpong.sweep sweep=lr_h storage=postgresql://user@host/db study=lr_h_v2
+    python -m pgpong.sweep sweep=lr_h n_trials=8 episodes=20 env.max_episode_steps=200   # any Hydra override
+
+Driver keys: sweep (a name in sweeps/ or a .yaml path), n_trials (the study's total across all
+workers), storage (an RDB URL, default sqlite:///optuna.db next to mlflow.db; or a file path for
+Optuna's journal file storage), study (default: the spec's name), episodes (per trial and seed,
+overrides the spec's). Any other key=value is a Hydra override applied to every trial.
+
+Each trial composes conf/ with the spec's fixed overrides plus its sampled values, calls the same
+`pgpong.trainer.train` as `python -m pgpong.run` with a callback that reports the objective
+every `report_every` episodes and raises `optuna.TrialPruned` when the pruner says so. Re-running
+the same command resumes the study; several workers (processes or machines) share it through one
+storage and one MLflow server, and stop together when the study holds n_trials trials.
+"""
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+from threadpoolctl import threadpool_limits
+
+from pgpong import config, runinfo
+from pgpong.envs import make_envs
+from pgpong.errors import PgpongError
+from pgpong.paths import resolve_path, resolve_sqlite_uri
+from pgpong.preprocess import input_size
+from pgpong.sweepspec import Param, Spec, SpecError, aggregate, available, load_spec, objective_value, spec_path
+from pgpong.tracking import NullTracker, experiment_id, make_tracker
+from pgpong.trainer import train
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_DIR / "conf"
+SWEEPS_DIR = PROJECT_DIR / "sweeps"
+DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
+STUDY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+config.register()
+
+
+class SurplusTrial(Exception):
+    """Another worker took the study's last trial between our count and our ask."""
+
+
+# ---- arguments and config composition ------------------------------------------------------
+
+def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
+    """Driver keys and the remaining Hydra overrides."""
+    args, overrides = {}, []
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if not eq:
+            raise PgpongError(f"pgpong.sweep: {a}: expected key=value (e.g. sweep=lr_h n_trials=40)")
+        if key in DRIVER_KEYS:
+            args[key] = value
+        else:
+            overrides.append(a)
+    if "sweep" not in args:
+        raise PgpongError(f"pgpong.sweep: sweep: missing; available: {', '.join(available(SWEEPS_DIR))}")
+    return args, overrides
+
+
+def compose(overrides: list[str]):
+    """The real config from conf/ with these overrides, exactly as the Hydra app composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def checked_cfg(file, key: str, overrides: list[str]):
+    """Compose and validate, or a SpecError naming the spec key that produced the overrides."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    try:
+        cfg = compose(overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise SpecError(file, key, str(e).strip().splitlines()[0]) from None
+    try:
+        config.validate(cfg)
+    except PgpongError as e:
+        raise SpecError(file, key, str(e)) from None
+    return cfg
+
+
+def override(name: str, value) -> str:
+    return f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}"
+
+
+def check_params(spec: Spec, base: list[str]) -> None:
+    """Every parameter names a config key or group, and its extreme values compose and validate."""
+    cfg = checked_cfg(spec.file, "fixed", base)
+    for p in spec.params:
+        key = f"params.{p.name}"
+        if p.type != "categorical":
+            node = OmegaConf.select(cfg, p.name, default="__missing__")
+            if node == "__missing__":
+                raise SpecError(spec.file, key, f"unknown parameter: no config key {p.name!r}")
+            if OmegaConf.is_config(node):
+                raise SpecError(spec.file, key, f"{p.name!r} is a config group: use type: categorical")
+        values = p.choices if p.type == "categorical" else [p.low, p.high]
+        for v in values:
+            checked_cfg(spec.file, key, base + [override(p.name, float(v) if p.type == "float" else v)])
+
+
+def suggest(trial, p: Param):
+    if p.type == "float":
+        return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+    if p.type == "int":
+        return trial.suggest_int(p.name, p.low, p.high, log=p.log, step=p.step or 1)
+    return trial.suggest_categorical(p.name, p.choices)
+
+
+# ---- Optuna pieces ---------------------------------------------------------------------------
+
+def make_sampler(spec: Spec):
+    import optuna
+    s = spec.sampler
+    if s["name"] == "random":
+        return optuna.samplers.RandomSampler(seed=s.get("seed"))
+    kwargs = {"seed": s.get("seed")}
+    if "n_startup_trials" in s:
+        kwargs["n_startup_trials"] = s["n_startup_trials"]
+    return optuna.samplers.TPESampler(**kwargs)
+
+
+def make_pruner(spec: Spec):
+    """Steps are episodes on one axis across seeds: seed j's episode e is step j*episodes + e."""
+    import optuna
+    p, max_resource = spec.pruner, spec.episodes * len(spec.seeds)
+    if p["name"] == "none":
+        return optuna.pruners.NopPruner()
+    if p["name"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 5),
+                                           n_warmup_steps=p.get("n_warmup_steps", 0), interval_steps=1)
+    min_resource = p.get("min_resource", spec.report_every)
+    reduction = p.get("reduction_factor", 3)
+    if p["name"] == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction)
+    return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource,
+                                          reduction_factor=reduction)
+
+
+def make_storage(url: str, launch_dir: Path, file):
+    """(Optuna storage, the storage's name without secrets) for an RDB URL or a journal file path."""
+    import optuna
+    if "://" not in url:     # a plain path: Optuna's journal file storage
+        path = resolve_path(url, launch_dir).resolve()
+        if not path.parent.is_dir():
+            raise SpecError(file, "storage", f"{url}: directory {path.parent} does not exist")
+        from optuna.storages.journal import JournalFileBackend
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path))), f"journal:{path}"
+    url = resolve_sqlite_uri(url, launch_dir, "storage")
+    from sqlalchemy.engine import make_url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception as e:
+        raise SpecError(file, "storage", f"{url}: not a database URL ({e})") from None
+    engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
+                                             grace_period=180)
+    except Exception as e:   # driver missing, host down, wrong password, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(file, "storage", f"{shown}: cannot open it ({reason})") from None
+    return storage, shown
+
+
+class Reporter:
+    """Trainer callback: keeps the running-reward curve, reports to Optuna, prunes when told."""
+
+    def __init__(self, trial, spec: Spec, step_offset: int, tracker):
+        self.trial, self.spec, self.offset, self.tracker = trial, spec, step_offset, tracker
+        self.running: list[float] = []
+
+    def __call__(self, episode: int, metrics: dict) -> None:
+        import optuna
+        self.running.append(metrics["episode/running_reward"])
+        if episode % self.spec.report_every:
+            return
+        step = self.offset + episode
+        value = objective_value(self.running, self.spec.objective, self.spec.k)
+        self.trial.report(value, step)
+        self.tracker.log_metrics({"trial/intermediate": value}, step=step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (intermediate objective {value:+.3f})")
+
+
+# ---- MLflow parent run shared by all workers of a study --------------------------------------
+
+def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str, tags: dict) -> str | None:
+    """The study's parent run id: found by tags, or created; racing workers agree on the earliest."""
+    if tracking_cfg.backend == "none":
+        return None
+    from mlflow.tracking import MlflowClient
+    from pgpong.tracking import check_reachable
+    uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = experiment_id(client, tracking_cfg.experiment)
+    filt = (f"tags.pgpong_kind = 'study' and tags.optuna_study = '{study_name}' "
+            f"and tags.optuna_storage = '{storage_id}'")
+
+    def candidates():
+        return sorted(client.search_runs([exp], filt, max_results=50),
+                      key=lambda r: (r.info.start_time, r.info.run_id))
+
+    found = candidates()
+    if not found:
+        mine = client.create_run(exp, run_name=f"study {study_name}", tags={k: str(v) for k, v in tags.items()})
+        found = candidates()
+        if found[0].info.run_id != mine.info.run_id:    # another worker created one first: use it
+            client.delete_run(mine.info.run_id)
+    run_id = found[0].info.run_id
+    client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+# ---- one trial -------------------------------------------------------------------------------
+
+def train_seed(cfg, tracker, out_dir: Path, callbacks, skip_params=frozenset()) -> dict:
+    """What `python -m pgpong.run` does for one run, minus Hydra: build envs, log params, train."""
+    rng = np.random.default_rng(cfg.seed)     # the run's one random generator
+    env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
+    envs = make_envs(cfg.env, env_seeds)
+    try:
+        params = runinfo.flatten(cfg)
+        params.update(envs.describe())
+        params["D"] = input_size(cfg.crop, cfg.input.kind)
+        tracker.log_params({k: v for k, v in params.items() if k not in skip_params})   # already logged
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with threadpool_limits(limits=1):
+            summary = train(cfg, envs, tracker, rng, out_dir, callbacks=callbacks)
+        tracker.log_artifact(summary["model_path"])
+        return summary
+    finally:
+        envs.close()
+
+
+class Objective:
+    """optuna's objective: sample, train every seed with pruning, aggregate, track in MLflow."""
+
+    def __init__(self, spec: Spec, base: list[str], n_trials: int, study_name: str, launch_dir: Path,
+                 tracking_cfg, parent_run_id: str | None, out_root: Path):
+        self.spec, self.base, self.n_trials, self.study_name = spec, base, n_trials, study_name
+        self.launch_dir, self.tracking_cfg, self.parent_run_id, self.out_root = \
+            launch_dir, tracking_cfg, parent_run_id, out_root
+
+    def tracker(self, name: str, tags: dict, parent: str | None):
+        if self.tracking_cfg.backend == "none":
+            return NullTracker()
+        return make_tracker(self.tracking_cfg, self.launch_dir, name, tags, parent)
+
+    def __call__(self, trial) -> float:
+        import optuna
+        if trial.number >= self.n_trials:
+            trial.set_user_attr("surplus", True)
+            trial.study.stop()
+            raise SurplusTrial(f"trial {trial.number}: the study already has its {self.n_trials} trials")
+        spec, start = self.spec, time.monotonic()
+        sampled = {p.name: suggest(trial, p) for p in spec.params}
+        overrides = self.base + [override(k, v) for k, v in sampled.items()]
+        tags = {"pgpong_kind": "trial", "optuna_study": self.study_name, "optuna_trial": trial.number,
+                "sweep_spec": spec.name, "hydra_overrides": " ".join(overrides), "git_commit":
+                runinfo.git_commit() or "unknown"}
+        trial_tracker = self.tracker(f"trial {trial.number}", tags, self.parent_run_id)
+        if trial_tracker.run_id:
+            trial.set_user_attr("mlflow_run_id", trial_tracker.run_id)
+        trial.set_user_attr("overrides", overrides)
+        trial_tracker.log_params(sampled)
+        single = len(spec.seeds) == 1
+        state, values = "FAIL", []
+        try:
+            for j, seed in enumerate(spec.seeds):
+                cfg = compose(overrides + [f"seed={seed}"])
+                config.validate(cfg)
+                tracker = trial_tracker if single else self.tracker(
+                    f"trial {trial.number} seed {seed}", {**tags, "pgpong_kind": "trial_seed", "seed": seed},
+                    trial_tracker.run_id)
+                reporter = Reporter(trial, spec, j * spec.episodes, trial_tracker)
+                status = "FAILED"
+                try:
+                    train_seed(cfg, tracker, self.out_root / f"trial-{trial.number}" / f"seed-{seed}", [reporter],
+                               skip_params=set(sampled) if single else set())
+                    status = "FINISHED"
+                except optuna.TrialPruned:
+                    status = "KILLED"
+                    raise
+                finally:
+                    if not single:
+                        tracker.set_tags({"state": "PRUNED" if status == "KILLED" else status})
+                        tracker.end(status)
+                values.append(objective_value(reporter.running, spec.objective, spec.k))
+                trial_tracker.log_metrics({f"trial/objective_seed_{seed}": values[-1]}, step=0)
+            value = aggregate(values, spec.aggregate)
+            trial_tracker.log_metrics({"trial/objective": value}, step=0)
+            state = "COMPLETE"
+            return value
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        finally:
+            elapsed = time.monotonic() - start
+            trial.set_user_attr("duration_s", round(elapsed, 3))
+            trial_tracker.log_metrics({"trial/duration_s": elapsed}, step=0)
+            trial_tracker.set_tags({"state": state})
+            trial_tracker.end({"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+def best_outputs(study, spec: Spec, base_for_run: list[str], out_dir: Path) -> tuple[str, str, list[Path]]:
+    """The best trial as a `python -m pgpong.run` line and as YAML; files written to out_dir."""
+    from optuna.trial import TrialState
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = out_dir / "trials.csv"
+    study.trials_dataframe().to_csv(csv, index=False)
+    files = [csv]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return "", "", files
+    best = study.best_trial
+    overrides = base_for_run + [override(k, v) for k, v in best.params.items()]
+    line = "python -m pgpong.run " + " ".join(overrides)
+    doc = {"study": study.study_name, "spec": str(spec.file), "trial": best.number, "objective": best.value,
+           "direction": spec.direction, "params": dict(best.params), "overrides": overrides, "command": line}
+    text = yaml.safe_dump(doc, sort_keys=False, width=10**6)
+    (out_dir / "best_params.yaml").write_text(text)
+    (out_dir / "best_override.txt").write_text(line + "\n")
+    return line, text, files + [out_dir / "best_params.yaml", out_dir / "best_override.txt"]
+
+
+def counts(study) -> dict:
+    from collections import Counter
+    c = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return {k: c.get(k, 0) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+
+
+# ---- entry point -----------------------------------------------------------------------------
+
+def prepare(argv: list[str], launch_dir: Path) -> dict:
+    """Everything checked and built before the first trial starts; SpecError/PgpongError on bad input."""
+    args, extra = parse_args(argv)
+    file = spec_path(args["sweep"], SWEEPS_DIR)
+    if not file.is_absolute() and not file.exists():
+        file = resolve_path(file, launch_dir)
+    if not file.exists():
+        raise SpecError(file, "sweep", f"sweep={args['sweep']}: no such spec; available: "
+                        f"{', '.join(available(SWEEPS_DIR)) or '(none)'} in {SWEEPS_DIR}")
+    spec = load_spec(file)
+    for key in ("n_trials", "episodes"):
+        if key in args:
+            if not args[key].isdigit() or int(args[key]) < 1:
+                raise SpecError(file, key, f"{key}={args[key]}: must be a positive integer")
+            setattr(spec, key, int(args[key]))
+    if "episodes" in args and spec.report_every > spec.episodes:
+        spec.report_every = max(1, spec.episodes // 2)
+    study_name = args.get("study", spec.name)
+    if not STUDY_NAME.match(study_name):
+        raise SpecError(file, "study", f"study={study_name}: use letters, digits, '_', '.', '-'")
+    names = {p.name for p in spec.params}
+    for o in extra:
+        key = o.lstrip("+~").partition("=")[0]
+        if key in ("seed", "episodes") or key in names:
+            raise SpecError(file, key, f"{o}: set by the sweep itself (seeds, episodes, params in the spec)")
+    base = spec.fixed + extra + [f"episodes={spec.episodes}"]
+    check_params(spec, base)
+    cfg = checked_cfg(file, "fixed", base)
+    storage, storage_id = make_storage(args.get("storage", "sqlite:///optuna.db"), launch_dir, file)
+    return {"spec": spec, "base": base, "extra": extra, "cfg": cfg, "storage": storage,
+            "storage_id": storage_id, "study_name": study_name, "n_trials": spec.n_trials}
+
+
+def sweep(p: dict, launch_dir: Path) -> dict:
+    """Run trials until the study holds n_trials; returns counts and the best trial's line."""
+    import optuna
+    spec, cfg, n_trials, study_name = p["spec"], p["cfg"], p["n_trials"], p["study_name"]
+    try:
+        study = optuna.create_study(study_name=study_name, storage=p["storage"], load_if_exists=True,
+                                    direction=spec.direction, sampler=make_sampler(spec), pruner=make_pruner(spec))
+    except Exception as e:
+        raise SpecError(spec.file, "storage", f"{p['storage_id']}: {str(e).splitlines()[0]}") from None
+    if study.direction.name.lower() != spec.direction:
+        raise SpecError(spec.file, "direction", f"{spec.direction}: study {study_name!r} in this storage "
+                        f"was created with {study.direction.name.lower()}; use another study=NAME")
+    tags = {"pgpong_kind": "study", "optuna_study": study_name, "optuna_storage": p["storage_id"],
+            "sweep_spec": spec.name, "git_commit": runinfo.git_commit() or "unknown"}
+    parent = study_parent_run(cfg.tracking, launch_dir, study_name, p["storage_id"], tags)
+    parent_tracker = None
+    if parent:
+        from pgpong.tracking import MlflowTracker
+        parent_tracker = MlflowTracker.attach(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"), parent)
+    out_root = launch_dir / "outputs" / "sweeps" / study_name
+    already = sum(counts(study).values())
+    print(f"pgpong: study {study_name!r} in {p['storage_id']}: {already} of {n_trials} trials exist"
+          + (f"; MLflow parent run {parent}" if parent else ""), file=sys.stderr)
+    objective = Objective(spec, p["base"], n_trials, study_name, launch_dir, cfg.tracking, parent, out_root)
+    status = "FAILED"
+    try:
+        if already < n_trials:
+            # states=None: count every trial, running ones too, so workers stop together at n_trials
+            study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)],
+                           catch=(Exception,), gc_after_trial=True)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        c = counts(study)
+        run_base = spec.fixed + [o for o in p["extra"] if not o.lstrip("+~").startswith(("tracking", "hydra"))]
+        line, text, files = best_outputs(study, spec, run_base, out_root)
+        if parent_tracker is not None:
+            parent_tracker.set_tags({f"trials_{k.lower()}": v for k, v in c.items()})
+            if line:
+                parent_tracker.set_tags({"best_trial": study.best_trial.number, "best_value": study.best_value})
+                parent_tracker.log_metrics({"best_value": study.best_value}, step=len(study.trials))
+            parent_tracker.log_artifact(spec.file)
+            for f in files:
+                parent_tracker.log_artifact(f)
+            parent_tracker.end(status)
+    print(f"pgpong: study {study_name!r}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
+          f" ({sum(c.values())} trials)", file=sys.stderr)
+    if line:
+        print(f"best trial {study.best_trial.number}: objective {study.best_value:+.4f}\n{line}\n---\n{text}", end="")
+    return {"counts": c, "line": line}
+
+
+def main(argv: list[str] | None = None) -> int:
+    launch_dir = Path(os.getcwd())
+    try:
+        p = prepare(sys.argv[1:] if argv is None else argv, launch_dir)
+        sweep(p, launch_dir)
+    except PgpongError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

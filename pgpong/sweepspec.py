@@ -1,0 +1,219 @@
+"""Search specs (`sweeps/*.yaml`): read, check every key, and the objectives they name.
+
+A spec is plain data; `load_spec` turns it into a `Spec` or raises `SpecError` naming the file
+and the key. Objectives are pure functions of a run's running-reward curve.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pgpong.errors import PgpongError
+
+
+class SpecError(PgpongError):
+    """A spec problem, shown as `<file>: <key>: <what is wrong>`."""
+
+    def __init__(self, file, key: str, message: str):
+        super().__init__(f"{file}: {key}: {message}")
+
+
+OBJECTIVES = ("final", "last_k", "auc")
+AGGREGATES = {"mean": np.mean, "median": np.median, "min": np.min, "max": np.max}
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+PARAM_TYPES = ("float", "int", "categorical")
+TOP_KEYS = {"description", "n_trials", "direction", "episodes", "seeds", "aggregate", "objective",
+            "report_every", "sampler", "pruner", "fixed", "params"}
+
+
+@dataclass
+class Param:
+    name: str                    # a config key (lr, env.frameskip) or a config group (crop, baseline)
+    type: str                    # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list = field(default_factory=list)
+
+
+@dataclass
+class Spec:
+    name: str
+    file: Path
+    params: list[Param]
+    episodes: int                               # per trial and seed
+    n_trials: int = 20
+    direction: str = "maximize"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    aggregate: str = "mean"                     # how the seeds' objectives combine
+    objective: str = "last_k"                   # final | last_k | auc
+    k: int = 100                                # last_k: episodes averaged
+    report_every: int = 100                     # episodes between intermediate values
+    sampler: dict = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict = field(default_factory=lambda: {"name": "median"})
+    fixed: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+def objective_value(running: list[float], kind: str, k: int) -> float:
+    """The objective of one running-reward curve (the gist's 0.99 moving average per episode).
+
+    final: its last value; last_k: its mean over the last k episodes; auc: its mean over all
+    episodes (the area under the curve per episode, so budgets of different length compare).
+    """
+    if not running:
+        raise ValueError("no finished episode")
+    r = np.asarray(running, np.float64)
+    if kind == "final":
+        return float(r[-1])
+    if kind == "last_k":
+        return float(r[-k:].mean())
+    if kind == "auc":
+        return float(r.mean())
+    raise ValueError(kind)
+
+
+def aggregate(values: list[float], how: str) -> float:
+    return float(AGGREGATES[how](np.asarray(values, np.float64)))
+
+
+def spec_path(name: str, sweeps_dir: Path) -> Path:
+    """`lr_h` -> sweeps/lr_h.yaml; a path to a .yaml file is taken as it is."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or "/" in name:
+        return p
+    return Path(sweeps_dir) / f"{name}.yaml"
+
+
+def available(sweeps_dir: Path) -> list[str]:
+    return sorted(p.stem for p in Path(sweeps_dir).glob("*.yaml"))
+
+
+def _int(file, key, v, minimum=1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise SpecError(file, key, f"{v!r}: must be an integer >= {minimum}")
+    return v
+
+
+def _num(file, key, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SpecError(file, key, f"{v!r}: must be a number")
+    return v
+
+
+def _mapping(file, key, v, allowed: set) -> dict:
+    if not isinstance(v, dict):
+        raise SpecError(file, key, f"{v!r}: must be a mapping")
+    for k in v:
+        if k not in allowed:
+            raise SpecError(file, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    return v
+
+
+def _choice(file, key, v, allowed) -> str:
+    if v not in allowed:
+        raise SpecError(file, key, f"{v!r}: must be one of {', '.join(allowed)}")
+    return v
+
+
+def parse_param(file, name: str, d) -> Param:
+    key = f"params.{name}"
+    d = _mapping(file, key, d, {"type", "low", "high", "log", "step", "choices"})
+    kind = _choice(file, f"{key}.type", d.get("type"), PARAM_TYPES)
+    if kind == "categorical":
+        choices = d.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpecError(file, f"{key}.choices", f"{choices!r}: must be a non-empty list")
+        for extra in ("low", "high", "log", "step"):
+            if extra in d:
+                raise SpecError(file, f"{key}.{extra}", "not used by a categorical parameter")
+        return Param(name, kind, choices=list(choices))
+    if "choices" in d:
+        raise SpecError(file, f"{key}.choices", f"only for type: categorical (this is {kind})")
+    for bound in ("low", "high"):
+        if bound not in d:
+            raise SpecError(file, f"{key}.{bound}", "missing")
+        _num(file, f"{key}.{bound}", d[bound])
+        if kind == "int" and not isinstance(d[bound], int):
+            raise SpecError(file, f"{key}.{bound}", f"{d[bound]!r}: must be an integer for type: int")
+    low, high = d["low"], d["high"]
+    if not low < high:
+        raise SpecError(file, key, f"empty range: low={low} must be below high={high}")
+    log = d.get("log", False)
+    if not isinstance(log, bool):
+        raise SpecError(file, f"{key}.log", f"{log!r}: must be true or false")
+    if log and low <= 0:
+        raise SpecError(file, f"{key}.low", f"{low}: must be > 0 with log: true")
+    step = d.get("step")
+    if step is not None:
+        _num(file, f"{key}.step", step)
+        if step <= 0 or step > high - low:
+            raise SpecError(file, f"{key}.step", f"{step}: must be in (0, high - low]")
+        if log:
+            raise SpecError(file, f"{key}.step", "cannot be combined with log: true")
+        if kind == "int" and not isinstance(step, int):
+            raise SpecError(file, f"{key}.step", f"{step!r}: must be an integer for type: int")
+    return Param(name, kind, low=low, high=high, log=log, step=step)
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and check a spec file; every problem is a SpecError naming the file and key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(path, "sweep", "no such spec file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(path, where, f"malformed YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(path, "(top)", "must be a mapping of keys (params, episodes, ...)")
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise SpecError(path, str(k), f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    if "episodes" not in raw:
+        raise SpecError(path, "episodes", "missing (episodes per trial and seed)")
+    episodes = _int(path, "episodes", raw["episodes"])
+    params_raw = raw.get("params")
+    if not isinstance(params_raw, dict) or not params_raw:
+        raise SpecError(path, "params", "must map at least one parameter name to its distribution")
+    params = [parse_param(path, str(n), d) for n, d in params_raw.items()]
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                                        for s in seeds):
+        raise SpecError(path, "seeds", f"{seeds!r}: must be a non-empty list of integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(path, "seeds", f"{seeds!r}: repeated seed")
+    objective = _mapping(path, "objective", raw.get("objective", {"kind": "last_k"}), {"kind", "k"})
+    kind = _choice(path, "objective.kind", objective.get("kind"), OBJECTIVES)
+    k = _int(path, "objective.k", objective.get("k", 100))
+    if "k" in objective and kind != "last_k":
+        raise SpecError(path, "objective.k", f"only for kind: last_k (this is {kind})")
+    sampler = _mapping(path, "sampler", raw.get("sampler", {"name": "tpe"}), {"name", "seed", "n_startup_trials"})
+    _choice(path, "sampler.name", sampler.get("name"), SAMPLERS)
+    if sampler.get("seed") is not None:
+        _int(path, "sampler.seed", sampler["seed"], 0)
+    if "n_startup_trials" in sampler:
+        _int(path, "sampler.n_startup_trials", sampler["n_startup_trials"], 0)
+    pruner = _mapping(path, "pruner", raw.get("pruner", {"name": "median"}),
+                      {"name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"})
+    _choice(path, "pruner.name", pruner.get("name"), PRUNERS)
+    for key, minimum in (("n_startup_trials", 0), ("n_warmup_steps", 0), ("min_resource", 1),
+                         ("reduction_factor", 2)):
+        if key in pruner:
+            _int(path, f"pruner.{key}", pruner[key], minimum)
+    fixed = raw.get("fixed", [])
+    if not isinstance(fixed, list) or any(not isinstance(o, str) or "=" not in o for o in fixed):
+        raise SpecError(path, "fixed", f"{fixed!r}: must be a list of Hydra overrides like 'gamma=0.99'")
+    report_every = _int(path, "report_every", raw.get("report_every", max(1, episodes // 10)))
+    return Spec(name=path.stem, file=path, params=params, episodes=episodes,
+                n_trials=_int(path, "n_trials", raw.get("n_trials", 20)),
+                direction=_choice(path, "direction", raw.get("direction", "maximize"), ("maximize", "minimize")),
+                seeds=seeds, aggregate=_choice(path, "aggregate", raw.get("aggregate", "mean"), tuple(AGGREGATES)),
+                objective=kind, k=k, report_every=report_every, sampler=dict(sampler), pruner=dict(pruner),
+                fixed=list(fixed), description=str(raw.get("description", "")))
