@@ -17,6 +17,7 @@ storage and one MLflow server, and stop together when the study holds n_trials t
 """
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_DIR / "conf"
 SWEEPS_DIR = PROJECT_DIR / "sweeps"
 DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"    # which process ran a trial
 STUDY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 config.register()
 
@@ -266,12 +268,13 @@ class Objective:
         sampled = {p.name: suggest(trial, p) for p in spec.params}
         overrides = self.base + [override(k, v) for k, v in sampled.items()]
         tags = {"pgpong_kind": "trial", "optuna_study": self.study_name, "optuna_trial": trial.number,
-                "sweep_spec": spec.name, "hydra_overrides": " ".join(overrides), "git_commit":
+                "sweep_spec": spec.name, "hydra_overrides": " ".join(overrides), "worker": WORKER, "git_commit":
                 runinfo.git_commit() or "unknown"}
         trial_tracker = self.tracker(f"trial {trial.number}", tags, self.parent_run_id)
         if trial_tracker.run_id:
             trial.set_user_attr("mlflow_run_id", trial_tracker.run_id)
         trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("worker", WORKER)
         trial_tracker.log_params(sampled)
         single = len(spec.seeds) == 1
         state, values = "FAIL", []
@@ -314,12 +317,19 @@ class Objective:
 
 # ---- results ---------------------------------------------------------------------------------
 
+def write_atomic(path: Path, text: str) -> None:
+    """Workers sharing a launch directory rewrite these files: never let one read a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def best_outputs(study, spec: Spec, base_for_run: list[str], out_dir: Path) -> tuple[str, str, list[Path]]:
     """The best trial as a `python -m pgpong.run` line and as YAML; files written to out_dir."""
     from optuna.trial import TrialState
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / "trials.csv"
-    study.trials_dataframe().to_csv(csv, index=False)
+    write_atomic(csv, study.trials_dataframe().to_csv(index=False))
     files = [csv]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -330,8 +340,8 @@ def best_outputs(study, spec: Spec, base_for_run: list[str], out_dir: Path) -> t
     doc = {"study": study.study_name, "spec": str(spec.file), "trial": best.number, "objective": best.value,
            "direction": spec.direction, "params": dict(best.params), "overrides": overrides, "command": line}
     text = yaml.safe_dump(doc, sort_keys=False, width=10**6)
-    (out_dir / "best_params.yaml").write_text(text)
-    (out_dir / "best_override.txt").write_text(line + "\n")
+    write_atomic(out_dir / "best_params.yaml", text)
+    write_atomic(out_dir / "best_override.txt", line + "\n")
     return line, text, files + [out_dir / "best_params.yaml", out_dir / "best_override.txt"]
 
 
@@ -415,14 +425,18 @@ def sweep(p: dict, launch_dir: Path) -> dict:
         run_base = spec.fixed + [o for o in p["extra"] if not o.lstrip("+~").startswith(("tracking", "hydra"))]
         line, text, files = best_outputs(study, spec, run_base, out_root)
         if parent_tracker is not None:
-            parent_tracker.set_tags({f"trials_{k.lower()}": v for k, v in c.items()})
-            if line:
-                parent_tracker.set_tags({"best_trial": study.best_trial.number, "best_value": study.best_value})
-                parent_tracker.log_metrics({"best_value": study.best_value}, step=len(study.trials))
-            parent_tracker.log_artifact(spec.file)
-            for f in files:
-                parent_tracker.log_artifact(f)
-            parent_tracker.end(status)
+            try:
+                parent_tracker.set_tags({f"trials_{k.lower()}": v for k, v in c.items()})
+                if line:
+                    parent_tracker.set_tags({"best_trial": study.best_trial.number, "best_value": study.best_value})
+                    parent_tracker.log_metrics({"best_value": study.best_value}, step=len(study.trials))
+                for f in [spec.file, *files]:
+                    parent_tracker.log_artifact(f)
+            except Exception as e:   # the study is safe in its storage; say what MLflow missed
+                print(f"warning: MLflow parent run {parent}: summary not fully logged ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+            finally:
+                parent_tracker.end(status)
     print(f"pgpong: study {study_name!r}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
           f" ({sum(c.values())} trials)", file=sys.stderr)
     if line:
