@@ -20,6 +20,7 @@ import re
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -165,8 +166,10 @@ def make_storage(url: str, launch_dir: Path, file):
         raise SpecError(file, "storage", f"{url}: not a database URL ({e})") from None
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
-                                             grace_period=180)
+        with warnings.catch_warnings():    # heartbeats (stale trials of dead workers -> FAIL) are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
+                                                 grace_period=180)
     except Exception as e:   # driver missing, host down, wrong password, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpecError(file, "storage", f"{shown}: cannot open it ({reason})") from None
@@ -381,6 +384,12 @@ def prepare(argv: list[str], launch_dir: Path) -> dict:
     base = spec.fixed + extra + [f"episodes={spec.episodes}"]
     check_params(spec, base)
     cfg = checked_cfg(file, "fixed", base)
+    if cfg.tracking.backend != "none":
+        from pgpong.tracking import check_reachable
+        try:
+            check_reachable(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"))
+        except PgpongError as e:
+            raise SpecError(file, "tracking.uri", str(e)) from None
     storage, storage_id = make_storage(args.get("storage", "sqlite:///optuna.db"), launch_dir, file)
     return {"spec": spec, "base": base, "extra": extra, "cfg": cfg, "storage": storage,
             "storage_id": storage_id, "study_name": study_name, "n_trials": spec.n_trials}

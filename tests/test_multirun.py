@@ -1,0 +1,46 @@
+"""Hydra multirun: one MLflow parent run per sweep, every job nested, failures counted, joblib works."""
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY, run_cli
+from servers import free_port
+
+
+def runs_of(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("pgpong").experiment_id
+    [parent] = client.search_runs([exp], "tags.pgpong_kind = 'multirun'")
+    jobs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return parent, jobs
+
+
+def test_a_failed_job_is_failed_in_mlflow_while_the_other_jobs_run(tmp_path):
+    r = run_cli(["-m", "lr=-1,1e-3", "seed=0,1", *TINY], cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "4 jobs, 2 failed" in r.stderr and "error: job 0 (lr=-1 seed=0" in r.stderr
+    parent, jobs = runs_of(tmp_path)
+    assert parent.info.status == "FAILED" and parent.data.params["sweep_overrides"].startswith("lr=-1,1e-3 seed=0,1")
+    assert parent.data.tags["jobs"] == "4" and parent.data.tags["jobs_failed"] == "2"
+    status = sorted((j.data.tags["hydra_overrides"].split()[0], j.info.status) for j in jobs)
+    assert status == [("lr=-1", "FAILED"), ("lr=-1", "FAILED"), ("lr=0.001", "FINISHED"), ("lr=0.001", "FINISHED")]
+    assert {j.data.tags["sweep_id"] for j in jobs} == {parent.data.tags["sweep_id"]}
+    assert all("must be > 0" in j.data.tags["error"] for j in jobs if j.info.status == "FAILED")
+
+
+@pytest.mark.slow
+def test_joblib_jobs_run_in_parallel_processes_with_fewer_emulator_threads(tmp_path):
+    r = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "env.num_threads=2", *TINY],
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    parent, jobs = runs_of(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.data.params["launcher"] == "JoblibLauncher"
+    assert sorted(j.data.params["seed"] for j in jobs) == ["0", "1"]
+    assert all(j.info.status == "FINISHED" and j.data.params["env.num_threads"] == "1" for j in jobs)
+    assert {j.data.tags["sweep_id"] for j in jobs} == {parent.data.tags["sweep_id"]}
+
+
+def test_unreachable_tracking_server_stops_the_multirun_before_any_job(tmp_path):
+    r = run_cli(["-m", f"tracking.uri=http://127.0.0.1:{free_port()}", "seed=0,1", *TINY], cwd=tmp_path)
+    assert r.returncode == 2
+    assert [l for l in r.stderr.splitlines() if l.startswith("error: ")][0].startswith("error: tracking.uri=http://")
+    assert not list(tmp_path.glob("multirun/*/*/0"))

@@ -1,0 +1,151 @@
+"""The Optuna driver: specs checked before anything starts, real trials, pruning, resuming."""
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import compose_cfg, run_cli
+from pgpong import config
+from pgpong.sweep import main
+from pgpong.sweepspec import SpecError, load_spec, objective_value
+from servers import free_port
+
+TINY_TRIAL = ["H=8", "batch_size=1", "checkpoint_every=100"]
+
+# Episode length as a parameter: 240-step episodes lose points, 60-step ones cannot, so the
+# median pruner has something real to prune.
+SPEC = """\
+episodes: 3
+report_every: 1
+objective: {kind: final}
+sampler: {name: random, seed: 1}
+pruner: {name: median, n_startup_trials: 1}
+params:
+  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+  baseline: {type: categorical, choices: [standardize, mean]}
+  env.max_episode_steps: {type: categorical, choices: [60, 240]}
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    (tmp_path / name).write_text(text)
+    return name
+
+
+def sweep(tmp_path, monkeypatch, *args) -> int:
+    monkeypatch.chdir(tmp_path)
+    return main(list(args))
+
+
+# ---- objectives and specs (pure) ------------------------------------------------------------
+
+def test_objectives_read_the_running_reward_curve():
+    curve = [-21.0, -20.0, -19.0, -18.0]
+    assert objective_value(curve, "final", 100) == -18.0
+    assert objective_value(curve, "last_k", 2) == -18.5
+    assert objective_value(curve, "auc", 100) == -19.5
+
+
+@pytest.mark.parametrize("text, key", [
+    ("episodes: 3\nparams: {lr: {type: float, low: 0.01, high: 0.001}}\n", "params.lr: empty range"),
+    ("episodes: 3\nparams: {H: {type: int, low: 8, high: 8}}\n", "params.H: empty range"),
+    ("episodes: 3\nparams: {crop: {type: categorical, choices: []}}\n", "params.crop.choices"),
+    ("episodes: 3\nparams: {lr: {type: float, low: 0, high: 1, log: true}}\n", "params.lr.low"),
+    ("episodes: 3\nepisode: 4\nparams: {lr: {type: float, low: 0.1, high: 1}}\n", "episode: unknown key"),
+    ("episodes: 3\nparams: {lr: {type: float, low: 0.1, high: 1}}\npruner: {name: asha}\n", "pruner.name"),
+    ("episodes: 3\nparams:\n  lr: {type: float, low: 0.1\n", "line"),
+    ("- just\n- a list\n", "(top)"),
+])
+def test_bad_specs_name_the_file_and_key(tmp_path, text, key):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "bad.yaml")
+    assert str(e.value).startswith(f"{tmp_path / 'bad.yaml'}: ") and key in str(e.value)
+
+
+# ---- bad input at the command line: one line, exit 2, nothing started ------------------------
+
+@pytest.mark.parametrize("params, args, message", [
+    ("  nope: {type: float, low: 0.1, high: 1.0}\n", [], "params.nope: unknown parameter"),
+    ("  crop: {type: categorical, choices: [karpathy, bogus]}\n", [], "params.crop: "),
+    ("  lr: {type: float, low: 0.0, high: 0.1}\n", [], "params.lr: lr=0.0: must be > 0"),
+    ("  lr: {type: float, low: 0.001, high: 0.1}\n", ["n_trials=0"], "n_trials: n_trials=0"),
+    ("  lr: {type: float, low: 0.001, high: 0.1}\n", ["storage=postgresql://u@127.0.0.1:{port}/db"], "storage: "),
+    ("  lr: {type: float, low: 0.001, high: 0.1}\n", ["storage=no/such/dir/x.journal"], "storage: "),
+    ("  lr: {type: float, low: 0.001, high: 0.1}\n", ["tracking.uri=http://127.0.0.1:{port}"], "tracking.uri="),
+])
+def test_bad_input_stops_before_anything_starts(tmp_path, monkeypatch, capsys, params, args, message):
+    name = write(tmp_path, "episodes: 2\nparams:\n" + params)
+    args = [a.format(port=free_port()) for a in args]
+    assert sweep(tmp_path, monkeypatch, f"sweep={name}", *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {name}: ") and message in err[-1], err
+    assert [p.name for p in tmp_path.iterdir()] == [name]     # no optuna.db, mlflow.db or outputs/
+
+
+def test_unknown_sweep_name_lists_the_specs_and_exits_2(tmp_path):
+    r = run_cli(["sweep=nope", "n_trials=3"], cwd=tmp_path, module="pgpong.sweep", timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.yaml: sweep: sweep=nope: no such spec" in lines[0]
+    assert "lr_h" in lines[0] and list(tmp_path.iterdir()) == []
+
+
+def test_shipped_specs_are_valid(tmp_path, monkeypatch):
+    from pgpong.sweep import SWEEPS_DIR, check_params
+    for f in sorted(SWEEPS_DIR.glob("*.yaml")):
+        spec = load_spec(f)
+        check_params(spec, spec.fixed + [f"episodes={spec.episodes}"])
+
+
+# ---- real sweeps ---------------------------------------------------------------------------
+
+def test_trials_are_nested_runs_and_pruned_ones_are_killed(tmp_path, monkeypatch, capsys):
+    name = write(tmp_path, SPEC)
+    n = 4
+    assert sweep(tmp_path, monkeypatch, f"sweep={name}", f"n_trials={n}", *TINY_TRIAL) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="spec", storage=f"sqlite:///{tmp_path}/optuna.db")
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert len(trials) == n and optuna.trial.TrialState.PRUNED in states
+    assert optuna.trial.TrialState.COMPLETE in states
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("pgpong").experiment_id
+    [parent] = client.search_runs([exp], "tags.pgpong_kind = 'study'")
+    runs = {r.info.run_id: r for r in client.search_runs([exp], "tags.pgpong_kind = 'trial'")}
+    assert len(runs) == n
+    for t in trials:
+        r = runs[t.user_attrs["mlflow_run_id"]]
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["optuna_trial"] == str(t.number) and r.data.tags["state"] == t.state.name
+        assert r.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t.state.name]
+        assert r.data.params["baseline"] == t.params["baseline"] and "episode/reward" in r.data.metrics
+        if t.state.name == "COMPLETE":
+            assert r.data.metrics["trial/objective"] == pytest.approx(t.value)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_params.yaml", "best_override.txt", "trials.csv", "spec.yaml"} <= artifacts
+
+    # the printed best line and YAML are a ready-to-use run: they compose and validate
+    best = yaml.safe_load((tmp_path / "outputs/sweeps/spec/best_params.yaml").read_text())
+    assert best["trial"] == study.best_trial.number and f"\n{best['command']}\n" in out
+    assert best["command"].startswith("python -m pgpong.run ")
+    cfg = compose_cfg(best["overrides"])
+    config.validate(cfg)
+    assert cfg.baseline.kind == study.best_params["baseline"] and cfg.lr == pytest.approx(study.best_params["lr"])
+
+
+def test_rerunning_resumes_the_study_in_a_journal_file(tmp_path, monkeypatch, capsys):
+    name = write(tmp_path, SPEC.replace("pruner: {name: median, n_startup_trials: 1}", "pruner: {name: none}")
+                 .replace("[60, 240]", "[40, 60]"))
+    args = [f"sweep={name}", "storage=study.journal", "tracking=none", *TINY_TRIAL]
+    assert sweep(tmp_path, monkeypatch, *args, "n_trials=2") == 0
+    assert sweep(tmp_path, monkeypatch, *args, "n_trials=3") == 0
+    assert sweep(tmp_path, monkeypatch, *args, "n_trials=3") == 0      # already complete: no new trial
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    trials = optuna.load_study(study_name="spec", storage=storage).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert "3 of 3 trials exist" in capsys.readouterr().err
