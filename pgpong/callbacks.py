@@ -90,9 +90,10 @@ class SweepCallback(Callback):
             sys.exit(2)
         self.tracker.log_params({"sweep_overrides": " ".join(task_overrides) or "(none)", "launcher": launcher})
         atexit.register(self._end_if_open, "KILLED")     # Ctrl-C or a crash before on_multirun_end
-        hydra_overrides = [f"++hydra.job.env_set.{SWEEP_ENV}={self.sweep_id}"]
+        # quoted: a hex run id such as 123e4567 must stay a string, not become a float
+        hydra_overrides = [f"++hydra.job.env_set.{SWEEP_ENV}='{self.sweep_id}'"]
         if self.tracker.run_id:
-            hydra_overrides.append(f"++hydra.job.env_set.{PARENT_ENV}={self.tracker.run_id}")
+            hydra_overrides.append(f"++hydra.job.env_set.{PARENT_ENV}='{self.tracker.run_id}'")
         with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
             config.hydra.overrides.hydra = list(config.hydra.overrides.hydra) + hydra_overrides
         print(f"pgpong: multirun {self.sweep_id} -> {self.sweep_dir}"

@@ -264,8 +264,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
         if trial.number >= self.n_trials:
-            trial.set_user_attr("surplus", True)
-            trial.study.stop()
+            trial.set_user_attr("surplus", True)     # FAIL without training; MaxTrialsCallback then stops us
             raise SurplusTrial(f"trial {trial.number}: the study already has its {self.n_trials} trials")
         spec, start = self.spec, time.monotonic()
         sampled = {p.name: suggest(trial, p) for p in spec.params}

@@ -149,3 +149,16 @@ def test_rerunning_resumes_the_study_in_a_journal_file(tmp_path, monkeypatch, ca
     assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert "3 of 3 trials exist" in capsys.readouterr().err
+
+
+def test_a_trial_past_n_trials_is_not_trained(tmp_path):
+    """Two workers can both ask for a trial when one slot is left: the later number must not train."""
+    from pgpong.sweep import Objective, SurplusTrial
+    spec = load_spec(tmp_path / write(tmp_path, SPEC))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", study_name="s")
+    study.ask()                                   # trial 0: the other worker's, still running
+    trial = study.ask()                           # trial 1, but n_trials=1
+    objective = Objective(spec, [], 1, "s", tmp_path, compose_cfg(["tracking=none"]).tracking, None, tmp_path)
+    with pytest.raises(SurplusTrial):
+        objective(trial)
+    assert study.get_trials()[1].user_attrs == {"surplus": True} and not (tmp_path / "trial-1").exists()
