@@ -68,6 +68,9 @@ class MlflowTracker:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(experiment_id(self.client, experiment), run_name=run_name, tags=tags)
+        self._start(run, flush_every_s)
+
+    def _start(self, run, flush_every_s: float) -> None:
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.flush_every_s = flush_every_s
@@ -80,9 +83,8 @@ class MlflowTracker:
         """A tracker writing to an existing run (e.g. a sweep's parent run shared by workers)."""
         from mlflow.tracking import MlflowClient
         self = cls.__new__(cls)
-        self.client, self.uri, self.run_id = MlflowClient(tracking_uri=uri), uri, run_id
-        self.experiment_id = self.client.get_run(run_id).info.experiment_id
-        self.flush_every_s, self._pending, self._last_flush = flush_every_s, [], time.monotonic()
+        self.client, self.uri = MlflowClient(tracking_uri=uri), uri
+        self._start(self.client.get_run(run_id), flush_every_s)
         return self
 
     def log_params(self, params: dict) -> None:

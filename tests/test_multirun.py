@@ -2,8 +2,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, run_cli
-from servers import free_port
+from tests.conftest import TINY, run_cli
+from tests.servers import free_port
 
 
 def runs_of(tmp_path):
@@ -15,16 +15,19 @@ def runs_of(tmp_path):
 
 
 def test_a_failed_job_is_failed_in_mlflow_while_the_other_jobs_run(tmp_path):
-    r = run_cli(["-m", "lr=-1,1e-3", "seed=0,1", *TINY], cwd=tmp_path)
+    # a bad env.id passes the config checks and fails only when the job makes its emulators
+    r = run_cli(["-m", "env.id=Nope-v9,ALE/Pong-v5", "seed=0,1", *TINY], cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-2000:]
-    assert "4 jobs, 2 failed" in r.stderr and "error: job 0 (lr=-1 seed=0" in r.stderr
+    assert "4 jobs, 2 failed" in r.stderr and "error: job 0 (env.id=Nope-v9 seed=0" in r.stderr
     parent, jobs = runs_of(tmp_path)
-    assert parent.info.status == "FAILED" and parent.data.params["sweep_overrides"].startswith("lr=-1,1e-3 seed=0,1")
+    assert parent.info.status == "FAILED"
+    assert parent.data.params["sweep_overrides"].startswith("env.id=Nope-v9,ALE/Pong-v5 seed=0,1")
     assert parent.data.tags["jobs"] == "4" and parent.data.tags["jobs_failed"] == "2"
     status = sorted((j.data.tags["hydra_overrides"].split()[0], j.info.status) for j in jobs)
-    assert status == [("lr=-1", "FAILED"), ("lr=-1", "FAILED"), ("lr=0.001", "FINISHED"), ("lr=0.001", "FINISHED")]
+    assert status == [("env.id=ALE/Pong-v5", "FINISHED"), ("env.id=ALE/Pong-v5", "FINISHED"),
+                      ("env.id=Nope-v9", "FAILED"), ("env.id=Nope-v9", "FAILED")]
     assert {j.data.tags["sweep_id"] for j in jobs} == {parent.data.tags["sweep_id"]}
-    assert all("must be > 0" in j.data.tags["error"] for j in jobs if j.info.status == "FAILED")
+    assert all("env.id=Nope-v9: cannot make it" in j.data.tags["error"] for j in jobs if j.info.status == "FAILED")
 
 
 @pytest.mark.slow

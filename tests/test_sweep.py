@@ -4,11 +4,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_cli
 from pgpong import config
 from pgpong.sweep import main
 from pgpong.sweepspec import SpecError, load_spec, objective_value
-from servers import free_port
+from tests.servers import free_port
 
 TINY_TRIAL = ["H=8", "batch_size=1", "checkpoint_every=100"]
 

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from servers import mlflow_server, postgres_server  # noqa: F401  (pytest fixtures)
+from tests.servers import mlflow_server, postgres_server  # noqa: F401  (pytest fixtures)
 
 TINY_TRIAL = ["env.max_episode_steps=60", "H=8", "batch_size=1", "checkpoint_every=100"]
 
