@@ -40,7 +40,7 @@ class GymEnvs:
         self.envs = [make_one(env_cfg) for _ in seeds]
         self.seeds = [int(s) for s in seeds]
         self.num_envs = len(seeds)
-        self.last_actions = [0] * self.num_envs   # what sticky actions repeat: part of the emulator's state
+        self.last_actions = [0] * self.num_envs   # ALE action sticky actions repeat (0 = NOOP, also after a reset)
 
     def reset(self) -> list[np.ndarray]:
         return [env.reset(seed=seed)[0] for env, seed in zip(self.envs, self.seeds)]
@@ -49,10 +49,11 @@ class GymEnvs:
         frames, rewards, dones = [], np.zeros(self.num_envs), np.zeros(self.num_envs, bool)
         for i, (env, a) in enumerate(zip(self.envs, actions)):
             frame, rewards[i], terminated, truncated, _ = env.step(a)
-            self.last_actions[i] = int(a)
+            self.last_actions[i] = env.unwrapped._action_set[a].value
             if terminated or truncated:
                 dones[i] = True
                 frame, _ = env.reset()
+                self.last_actions[i] = ale_py.Action.NOOP.value   # ALE's reset_game forgets the last action
             frames.append(frame)
         return frames, rewards, dones
 
@@ -108,14 +109,14 @@ class GymEnvs:
             env.close()
 
 
-def _prime_sticky_action(atari_env, ale_state, action: int) -> None:
+def _prime_sticky_action(atari_env, ale_state, ale_action: int) -> None:
     """Make the emulator remember `action` as its previous one (sticky actions repeat it).
 
     ALE's saved state leaves that out. Acting it for a few frames from the saved state sets it
     (each frame keeps the old action with probability 0.25 only); restoring the state afterwards
     (the caller does) rewinds the emulator and its RNG but not the remembered action.
     """
-    ale_action = atari_env._action_set[action]
+    ale_action = ale_py.Action(ale_action)
     atari_env.restore_state(ale_state)
     for _ in range(16):        # all 16 frames keeping the old action: 0.25**16, about 2e-10
         atari_env.ale.act(ale_action)

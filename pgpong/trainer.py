@@ -186,9 +186,9 @@ def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs,
     checkpoint.require_finite(arrays, path, [k for k in expected if not k.startswith("opt.t")])
     try:
         state = TrainState(
-            params={k: arrays[f"param.{k}"] for k in ref.params},
-            opt_state={k: arrays[f"opt.{k}"] for k in ref.opt_state},
-            grad_buffer={k: arrays[f"grad.{k}"].copy() for k in ref.grad_buffer},
+            params={k: _fresh(arrays[f"param.{k}"]) for k in ref.params},
+            opt_state={k: _fresh(arrays[f"opt.{k}"]) for k in ref.opt_state},
+            grad_buffer={k: _fresh(arrays[f"grad.{k}"]) for k in ref.grad_buffer},
             episode=int(meta["episode"]), steps=int(meta["steps"]), updates=int(meta["updates"]),
             running=None if meta["running"] is None else float(meta["running"]),
             batch_episodes=int(meta["batch_episodes"]), batch_steps=int(meta["batch_steps"]),
@@ -214,6 +214,18 @@ def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs,
     return state
 
 
+def _fresh(a: np.ndarray) -> np.ndarray:
+    """A writeable copy in newly allocated memory, like the arrays training makes.
+
+    Arrays read from a zip member sit at arbitrary addresses, and BLAS kernels round
+    differently on differently aligned data: without this copy a resumed run drifts from the
+    uninterrupted one in the last bits.
+    """
+    out = np.empty_like(a)
+    out[...] = a
+    return out
+
+
 def _restore_rollout(cfg, arrays: dict, params: dict, n: int, path):
     """Per-env EpisodeBuffers and current/previous frames, each array checked."""
     D, H = params["W1"].shape
@@ -235,7 +247,7 @@ def _restore_rollout(cfg, arrays: dict, params: dict, n: int, path):
         b = EpisodeBuffer()
         b.idx = checkpoint.unpack_ragged(idx_flat, arrays[p + "idx_off"], path, p + "idx")
         b.val = checkpoint.unpack_ragged(val_flat, arrays[p + "idx_off"], path, p + "val")
-        b.hs = list(arrays[p + "hs"])
+        b.hs = list(_fresh(arrays[p + "hs"]))
         b.dlogps = list(arrays[p + "dlogps"])
         b.p_up = [float(x) for x in arrays[p + "p_up"]]
         b.rewards = [float(x) for x in arrays[p + "rewards"]]
