@@ -7,8 +7,8 @@ per-call writes cost ~10 ms against SQLite, so metrics are buffered and sent wit
 at most every `flush_every_s` seconds, at the end, and on `flush()`.
 
 When the tracking server goes away mid-run, training goes on: every write that fails is kept,
-in order, in `tracking-backlog.jsonl` in the run's output folder, and retried every
-`RETRY_EVERY_S`; once the server answers again the backlog is replayed and deleted. If it is
+in order, in `tracking-backlog.jsonl` in the run's output folder, and retried at every
+flush (`tracking.flush_every_s`, at least 1 s apart); once the server answers again the backlog is replayed and deleted. If it is
 still there at the end, the run stays RUNNING (incomplete) on the server and the user is told
 the replay command above. SQLite's "database is locked" (two runs writing one mlflow.db) is
 retried with backoff instead.
@@ -26,7 +26,6 @@ from pgpong.paths import resolve_sqlite_uri
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
-RETRY_EVERY_S = 10.0          # while the server is away, how often a write is tried again
 LOCKED_RETRY_S = 60.0         # how long "database is locked" is retried before giving up
 BACKLOG_NAME = "tracking-backlog.jsonl"
 PERMANENT_ERRORS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
@@ -129,6 +128,7 @@ class MlflowTracker:
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.flush_every_s = flush_every_s
+        self.retry_every_s = max(flush_every_s, 1.0)   # while the store is away
         self.backlog_path = Path(backlog_path) if backlog_path else None
         self._backlog: list = []      # writes the store refused for now, oldest first
         self._retry_at = 0.0
@@ -168,10 +168,10 @@ class MlflowTracker:
             except Exception as e:
                 if not is_unreachable(e):
                     raise
-                self._retry_at = time.monotonic() + RETRY_EVERY_S
+                self._retry_at = time.monotonic() + self.retry_every_s
                 where = f"; kept in {self.backlog_path}" if self.backlog_path else " (kept in memory)"
                 print(f"pgpong: tracking store {self.uri} failed ({type(e).__name__}); training goes on, "
-                      f"writes are kept{where} and retried every {RETRY_EVERY_S:.0f} s", file=sys.stderr, flush=True)
+                      f"writes are kept{where} and retried every {self.retry_every_s:.0f} s", file=sys.stderr, flush=True)
         self._backlog.append(op)
         if self.backlog_path:
             if not self.backlog_path.exists():
@@ -180,7 +180,7 @@ class MlflowTracker:
         self.replay()
 
     def replay(self, force: bool = False) -> bool:
-        """Try the kept writes again (at most every RETRY_EVERY_S unless forced); True when none is left."""
+        """Try the kept writes again (at most every retry_every_s unless forced); True when none is left."""
         if not self._backlog:
             return True
         if not force and time.monotonic() < self._retry_at:
@@ -192,7 +192,7 @@ class MlflowTracker:
             except Exception as e:
                 if not is_unreachable(e):
                     raise
-                self._retry_at = time.monotonic() + RETRY_EVERY_S
+                self._retry_at = time.monotonic() + self.retry_every_s
                 self._rewrite_backlog()
                 return False
             self._backlog.pop(0)
