@@ -13,6 +13,7 @@ still there at the end, the run stays RUNNING (incomplete) on the server and the
 the replay command above. SQLite's "database is locked" (two runs writing one mlflow.db) is
 retried with backoff instead.
 """
+import contextlib
 import json
 import os
 import random
@@ -47,6 +48,30 @@ def retry_locked(fn, *args, timeout_s: float = LOCKED_RETRY_S, **kwargs):
                 raise
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
+
+
+@contextlib.contextmanager
+def store_init_lock(uri: str):
+    """Hold an exclusive file lock beside a SQLite store while it is created or migrated.
+
+    Two processes opening one fresh mlflow.db (or Optuna storage) at once both run the schema
+    migrations and one fails ("duplicate column", "UNIQUE constraint failed: alembic_version").
+    Wrap the first open in this (e.g. `with store_init_lock(url): optuna.create_study(...)`).
+    Other URIs: no lock.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    import fcntl
+    lock_path = Path(uri[len(prefix):] + ".init.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def is_unreachable(e: BaseException) -> bool:
@@ -106,7 +131,9 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         from mlflow.tracking import MlflowClient
         check_reachable(uri)
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_init_lock(uri):     # the first open of a fresh SQLite store creates its tables
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)
         self.uri = uri
         tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
