@@ -87,6 +87,8 @@ class Config:
     episodes: int = 10000         # episodes to train
     dtype: str = "float32"        # float32 | float64 for weights and activations
     checkpoint_every: int = 100   # episodes between model/checkpoint files
+    checkpoint_keep: int = 3      # newest training checkpoints kept in <output dir>/checkpoints
+    resume: Optional[str] = None  # continue from a checkpoint: MLflow run id, .npz file or checkpoints folder
     log_every_s: float = 30.0     # seconds between plain progress lines when not on a terminal
     env: EnvConfig = field(default_factory=EnvConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -134,7 +136,7 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 def validate(cfg: Any) -> None:
     """Raise PgpongError naming the first impossible value and what is allowed."""
-    positive_ints = ("H", "batch_size", "episodes", "checkpoint_every", "env.num_envs", "env.num_threads")
+    positive_ints = ("H", "batch_size", "episodes", "checkpoint_every", "checkpoint_keep", "env.num_envs", "env.num_threads")
     for key in positive_ints:
         if _get(cfg, key) < 1:
             raise PgpongError(f"{key}={_get(cfg, key)}: must be a positive integer")

@@ -40,6 +40,7 @@ class GymEnvs:
         self.envs = [make_one(env_cfg) for _ in seeds]
         self.seeds = [int(s) for s in seeds]
         self.num_envs = len(seeds)
+        self.last_actions = [0] * self.num_envs   # ALE action sticky actions repeat (0 = NOOP, also after a reset)
 
     def reset(self) -> list[np.ndarray]:
         return [env.reset(seed=seed)[0] for env, seed in zip(self.envs, self.seeds)]
@@ -48,9 +49,11 @@ class GymEnvs:
         frames, rewards, dones = [], np.zeros(self.num_envs), np.zeros(self.num_envs, bool)
         for i, (env, a) in enumerate(zip(self.envs, actions)):
             frame, rewards[i], terminated, truncated, _ = env.step(a)
+            self.last_actions[i] = env.unwrapped._action_set[a].value
             if terminated or truncated:
                 dones[i] = True
                 frame, _ = env.reset()
+                self.last_actions[i] = ale_py.Action.NOOP.value   # ALE's reset_game forgets the last action
             frames.append(frame)
         return frames, rewards, dones
 
@@ -72,9 +75,60 @@ class GymEnvs:
             "env.resolved.gymnasium": gym.__version__,
         }
 
+    def snapshot(self) -> tuple[dict, list]:
+        """Each emulator's full state (with its RNG), its frameskip RNG and its TimeLimit count."""
+        arrays, meta = {}, []
+        for i, env in enumerate(self.envs):
+            ale_state = env.unwrapped.clone_state(include_rng=True).serialize()
+            arrays[f"env{i}.ale"] = np.frombuffer(ale_state, np.uint8)
+            limit = _time_limit(env)
+            meta.append({"np_random": env.unwrapped.np_random.bit_generator.state, "last_action": self.last_actions[i],
+                         "elapsed_steps": limit._elapsed_steps if limit is not None else None})
+        return arrays, meta
+
+    def restore(self, arrays: dict, meta: list) -> None:
+        """Put every emulator back where `snapshot` saw it."""
+        if len(meta) != self.num_envs:
+            raise PgpongError(f"env.num_envs={self.num_envs}: the checkpoint holds {len(meta)} emulator states")
+        for i, (env, m) in enumerate(zip(self.envs, meta)):
+            env.reset(seed=self.seeds[i])      # gymnasium refuses step() before a reset
+            try:
+                ale_state = ale_py.ALEState(arrays[f"env{i}.ale"].tobytes())
+                _prime_sticky_action(env.unwrapped, ale_state, int(m["last_action"]))
+                env.unwrapped.restore_state(ale_state)
+                env.unwrapped.np_random.bit_generator.state = m["np_random"]
+                self.last_actions[i] = int(m["last_action"])
+            except (RuntimeError, ValueError, TypeError, KeyError) as e:
+                raise PgpongError(f"checkpoint: emulator state {i} cannot be restored ({e})") from None
+            limit = _time_limit(env)
+            if limit is not None:
+                limit._elapsed_steps = m["elapsed_steps"]
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def _prime_sticky_action(atari_env, ale_state, ale_action: int) -> None:
+    """Make the emulator remember `action` as its previous one (sticky actions repeat it).
+
+    ALE's saved state leaves that out. Acting it for a few frames from the saved state sets it
+    (each frame keeps the old action with probability 0.25 only); restoring the state afterwards
+    (the caller does) rewinds the emulator and its RNG but not the remembered action.
+    """
+    ale_action = ale_py.Action(ale_action)
+    atari_env.restore_state(ale_state)
+    for _ in range(16):        # all 16 frames keeping the old action: 0.25**16, about 2e-10
+        atari_env.ale.act(ale_action)
+
+
+def _time_limit(env):
+    """The TimeLimit wrapper in env's chain (it counts the episode's steps), or None."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
 
 
 def make_envs(env_cfg, seeds: list[int]) -> GymEnvs:

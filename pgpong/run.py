@@ -4,7 +4,11 @@
     python -m pgpong.run lr=1e-3 H=200 seed=3     # overrides
     python -m pgpong.run episodes=50 tracking=none
     python -m pgpong.run -m lr=1e-4,1e-3 seed=0,1 # a grid (Hydra multirun)
+    python -m pgpong.run resume=<MLflow run id | ckpt.npz | checkpoints folder> [episodes=20000]
 """
+import os
+import re
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,17 +20,104 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from pgpong import config, runinfo
+from pgpong import checkpoint, config, runinfo
 from pgpong.callbacks import sweep_ids, threads_per_job, write_job_status
 from pgpong.cli import precheck
 from pgpong.envs import make_envs
-from pgpong.errors import PgpongError
+from pgpong.errors import Interrupted, PgpongError
+from pgpong.paths import resolve_path, resolve_sqlite_uri
 from pgpong.preprocess import input_size
 from pgpong.tracking import make_tracker
-from pgpong.trainer import train
+from pgpong.trainer import SHAPE_KEYS, restore_state, train
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 config.register()
+
+
+class StopFlag:
+    """SIGINT/SIGTERM handler: the first asks for a checkpoint and a clean stop, a second quits at once."""
+
+    def __init__(self):
+        self.reason = None
+        self._old = {}
+
+    def __call__(self):
+        return self.reason
+
+    def handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is None:
+            self.reason = name
+            print(f"pgpong: {name}: finishing the current step and writing a checkpoint "
+                  f"(Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+        else:   # files are written to a temp name and renamed, so the last good checkpoint stays whole
+            print(f"pgpong: {name} again: quitting at once; the last complete checkpoint is kept",
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
+    """resume= as a checkpoint file, a folder (its newest checkpoint) or an MLflow run id."""
+    p = resolve_path(resume, launch_dir)
+    if p.is_dir():
+        return checkpoint.latest(p / "checkpoints" if (p / "checkpoints").is_dir() else p)
+    if p.exists() or p.suffix == ".npz":
+        return p
+    if re.fullmatch(r"[0-9a-f]{32}", resume) and tracking_cfg.backend == "mlflow":
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+        uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
+        try:
+            run = MlflowClient(tracking_uri=uri).get_run(resume)
+        except MlflowException:
+            raise PgpongError(f"resume={resume}: no such MLflow run in {uri}") from None
+        folder = run.data.tags.get("checkpoint_dir")
+        if not folder:
+            raise PgpongError(f"resume={resume}: MLflow run has no checkpoint_dir tag (started before checkpoints)")
+        return checkpoint.latest(folder)
+    raise PgpongError(f"resume={resume}: neither a checkpoint file, a folder of checkpoints, nor an MLflow run id")
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """Dotted keys (or whole groups) the user set on the command line, except resume and hydra."""
+    keys = []
+    for o in overrides:
+        key = o.lstrip("+~").split("=", 1)[0].replace("/", ".")
+        if key != "resume" and not key.startswith("hydra"):
+            keys.append(key)
+    return keys
+
+
+def resume_config(cfg, overrides: list[str], saved: dict, path):
+    """The checkpoint's config, with only what the user overrode now taken from the command line."""
+    explicit = override_keys(overrides)
+    merged = cfg.copy()
+    for key, value in runinfo.flatten(OmegaConf.create(saved)).items():
+        if key == "resume" or any(key == k or key.startswith(k + ".") for k in explicit):
+            continue
+        try:
+            OmegaConf.update(merged, key, value, merge=False)
+        except Exception:
+            print(f"pgpong: note: checkpoint config key {key} is unknown to this version; ignored", file=sys.stderr)
+    for key in SHAPE_KEYS:
+        now = OmegaConf.to_container(OmegaConf.select(merged, key)) if OmegaConf.is_config(
+            OmegaConf.select(merged, key)) else OmegaConf.select(merged, key)
+        before = saved
+        for part in key.split("."):
+            before = before.get(part) if isinstance(before, dict) else None
+        if now != before:
+            raise PgpongError(f"resume: {key}={now} but {path} was trained with {key}={before}; "
+                              f"{key} cannot change when resuming (drop that override)")
+    return merged
 
 
 def run(cfg) -> dict:
@@ -36,48 +127,78 @@ def run(cfg) -> dict:
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
     parent_run_id, sweep_id = sweep_ids() if multirun else (None, None)
-    name = runinfo.run_name(overrides, cfg)
-    tags = {"seed": cfg.seed, "git_commit": runinfo.git_commit() or "unknown",
-            "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir)}
-    if sweep_id:
-        tags.update({"sweep_id": sweep_id, "hydra_job_num": hc.job.num})
-    try:
-        config.validate(cfg)
-        if multirun:    # parallel jobs share the cores: fewer emulator threads each
-            cfg.env.num_threads = threads_per_job(hc.launcher, cfg.env.num_threads)
-        rng = np.random.default_rng(cfg.seed)     # the run's one random generator
-        env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
-        envs = make_envs(cfg.env, env_seeds)
-    except PgpongError as e:
-        if multirun:    # the sweep's run list shows the job that could not start, and why
-            make_tracker(cfg.tracking, launch_dir, name, {**tags, "error": str(e)}, parent_run_id).end("FAILED")
-        raise
-    try:
-        tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id)
-        status = "FAILED"
+    sweep_tags = {"sweep_id": sweep_id, "hydra_job_num": hc.job.num} if sweep_id else {}
+    with StopFlag() as stop:
+        ckpt_path = saved = None
         try:
-            params = runinfo.flatten(cfg)
-            params.update(envs.describe())
-            params["D"] = input_size(cfg.crop, cfg.input.kind)
-            tracker.log_params(params)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            tracker.log_artifact(out_dir / "config.yaml")
-            print(f"pgpong: run {name!r} -> {out_dir}" + (f" (MLflow run {tracker.run_id})" if tracker.run_id else ""),
-                  file=sys.stderr)
-            with threadpool_limits(limits=1):   # BLAS threads would fight the emulators for 2 cores
-                summary = train(cfg, envs, tracker, rng, out_dir)
-            tracker.log_metrics({"time/elapsed_s": summary["elapsed_s"],
-                                 "time/tracking_write_s": getattr(tracker, "write_s", 0.0)}, step=summary["episodes"])
-            tracker.log_artifact(summary["model_path"])
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
+            if cfg.resume:
+                ckpt_path = find_checkpoint(cfg.resume, launch_dir, cfg.tracking)
+                arrays, saved = checkpoint.load(ckpt_path)
+                if not isinstance(saved.get("config"), dict):
+                    raise PgpongError(f"{ckpt_path}: no training config inside (not a pgpong checkpoint?)")
+                cfg = resume_config(cfg, overrides, saved["config"], ckpt_path)
+            config.validate(cfg)
+            if multirun:    # parallel jobs share the cores: fewer emulator threads each
+                cfg.env.num_threads = threads_per_job(hc.launcher, cfg.env.num_threads)
+
+            rng = np.random.default_rng(cfg.seed)     # the run's one random generator
+            env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
+            envs = make_envs(cfg.env, env_seeds)
+        except PgpongError as e:
+            if multirun:    # the sweep's run list shows the job that could not start, and why
+                tags = {"seed": cfg.seed, "hydra_overrides": " ".join(overrides) or "(none)",
+                        "output_dir": str(out_dir), "failure_reason": str(e)[:5000], **sweep_tags}
+                make_tracker(cfg.tracking, launch_dir, runinfo.run_name(overrides, cfg), tags,
+                             parent_run_id).end("FAILED")
             raise
+        try:
+            state = restore_state(cfg, arrays, saved, rng, envs, ckpt_path) if ckpt_path else None
+            name = (saved or {}).get("run_name") or runinfo.run_name(overrides, cfg)
+            tags = {"seed": cfg.seed, "git_commit": runinfo.git_commit() or "unknown",
+                    "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir),
+                    "checkpoint_dir": str(out_dir / "checkpoints")}
+            if ckpt_path:
+                tags["resumed_from_checkpoint"] = str(ckpt_path)
+            tags.update(sweep_tags)
+            tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
+                                   resume_run_id=(saved or {}).get("mlflow_run_id"))
+            status = "FAILED"
+            try:
+                if not getattr(tracker, "resumed", False):
+                    params = runinfo.flatten(cfg)
+                    params.update(envs.describe())
+                    params["D"] = input_size(cfg.crop, cfg.input.kind)
+                    tracker.log_params(params)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                tracker.log_artifact(out_dir / "config.yaml", "resumed" if ckpt_path else None)
+                print(f"pgpong: run {name!r} -> {out_dir}" + (f" (MLflow run {tracker.run_id})" if tracker.run_id else "")
+                      + (f", resumed from {ckpt_path} at episode {state.episode}" if ckpt_path else ""),
+                      file=sys.stderr, flush=True)
+                ckpt_meta = {"mlflow_run_id": tracker.run_id, "run_name": name}
+                with threadpool_limits(limits=1):   # BLAS threads would fight the emulators for 2 cores
+                    summary = train(cfg, envs, tracker, rng, out_dir, state=state, stop=stop, ckpt_meta=ckpt_meta)
+                tracker.log_metrics({"time/elapsed_s": summary["elapsed_s"],
+                                     "time/tracking_write_s": getattr(tracker, "write_s", 0.0)}, step=summary["episodes"])
+                tracker.log_artifact(summary["model_path"])
+                status = "FINISHED"
+            except Interrupted as e:
+                status = "KILLED"
+                e.run_id = tracker.run_id
+                tracker.set_tags({"stopped_at_episode": e.episode, "stop_signal": e.signame,
+                                  "last_checkpoint": e.checkpoint})
+                raise
+            except KeyboardInterrupt:
+                status = "KILLED"
+                raise
+            except BaseException as e:
+                reason = str(e) if isinstance(e, PgpongError) else f"{type(e).__name__}: {e}"
+                tracker.set_tags({"failure_reason": reason[:5000]})
+                raise
+            finally:
+                tracker.end(status)
         finally:
-            tracker.end(status)
-    finally:
-        envs.close()
+            envs.close()
     print(f"pgpong: {summary['episodes']} episodes, running reward {summary['running_reward']:+.2f}, "
           f"{summary['steps_per_s']:,.0f} steps/s; model {summary['model_path']}", file=sys.stderr)
     return summary
@@ -86,24 +207,31 @@ def run(cfg) -> dict:
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
 def main(cfg) -> float:
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        try:
-            return run(cfg)["running_reward"]
-        except PgpongError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    # In a multirun a failed job must not stop the others (sys.exit would end the whole sweep):
-    # its MLflow run is already FAILED; leave a status for the sweep's end-of-run count.
-    out_dir = Path(hc.runtime.output_dir)
+    multirun, out_dir = hc.mode == RunMode.MULTIRUN, Path(hc.runtime.output_dir)
     try:
         result = run(cfg)["running_reward"]
+    except Interrupted as e:    # a signal stops the whole sweep, as it stops a single run
+        if multirun:
+            write_job_status(out_dir, "KILLED", str(e))
+        target = getattr(e, "run_id", None) or e.checkpoint
+        print(f"pgpong: stopped by {e.signame} at episode {e.episode}; checkpoint {e.checkpoint}; "
+              f"continue with: python -m pgpong.run resume={target}", file=sys.stderr)
+        sys.exit(128 + getattr(signal.Signals, e.signame, signal.SIGINT).value)
     except Exception as e:
+        if not multirun:
+            if not isinstance(e, PgpongError):
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # In a multirun a failed job must not stop the others (sys.exit would end the whole sweep):
+        # its MLflow run is already FAILED; leave a status for the sweep's end-of-run count.
         if not isinstance(e, PgpongError):
             traceback.print_exc()
         print(f"error: job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr)
         write_job_status(out_dir, "FAILED", f"{type(e).__name__}: {e}")
         return None
-    write_job_status(out_dir, "FINISHED")
+    if multirun:
+        write_job_status(out_dir, "FINISHED")
     return result
 
 

@@ -411,8 +411,8 @@ def sweep(p: dict, launch_dir: Path) -> dict:
     parent = study_parent_run(cfg.tracking, launch_dir, study_name, p["storage_id"], tags)
     parent_tracker = None
     if parent:
-        from pgpong.tracking import MlflowTracker
-        parent_tracker = MlflowTracker.attach(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"), parent)
+        # writes go to the shared run found above (resume_run_id continues a run instead of creating one)
+        parent_tracker = make_tracker(cfg.tracking, launch_dir, f"study {study_name}", {}, resume_run_id=parent)
     out_root = launch_dir / "outputs" / "sweeps" / study_name
     already = sum(counts(study).values())
     print(f"pgpong: study {study_name!r} in {p['storage_id']}: {already} of {n_trials} trials exist"

@@ -1,11 +1,25 @@
 """Trackers: where params, metrics and artifacts go. MLflow (batched writes) or nowhere.
 
+    python -m pgpong.tracking replay outputs/<date>/<time>    # send writes a lost server missed
+
 The trainer only calls `log_metrics(metrics, step)`; the tracker decides when to write. MLflow
 per-call writes cost ~10 ms against SQLite, so metrics are buffered and sent with `log_batch`
 at most every `flush_every_s` seconds, at the end, and on `flush()`.
+
+When the tracking server goes away mid-run, training goes on: every write that fails is kept,
+in order, in `tracking-backlog.jsonl` in the run's output folder, and retried at every
+flush (`tracking.flush_every_s`, at least 1 s apart); once the server answers again the backlog is replayed and deleted. If it is
+still there at the end, the run stays RUNNING (incomplete) on the server and the user is told
+the replay command above. SQLite's "database is locked" (two runs writing one mlflow.db) is
+retried with backoff instead.
 """
+import contextlib
+import json
 import os
+import random
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from pgpong.errors import PgpongError
@@ -13,6 +27,60 @@ from pgpong.paths import resolve_sqlite_uri
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
+LOCKED_RETRY_S = 60.0         # how long "database is locked" is retried before giving up
+BACKLOG_NAME = "tracking-backlog.jsonl"
+PERMANENT_ERRORS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                    "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED")
+
+
+def is_locked(e: BaseException) -> bool:
+    return "database is locked" in str(e) or "database table is locked" in str(e)
+
+
+def retry_locked(fn, *args, timeout_s: float = LOCKED_RETRY_S, **kwargs):
+    """fn(*args, **kwargs), retried with jittered backoff while SQLite says the database is locked."""
+    deadline, delay = time.monotonic() + timeout_s, 0.05
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not is_locked(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+@contextlib.contextmanager
+def store_init_lock(uri: str):
+    """Hold an exclusive file lock beside a SQLite store while it is created or migrated.
+
+    Two processes opening one fresh mlflow.db (or Optuna storage) at once both run the schema
+    migrations and one fails ("duplicate column", "UNIQUE constraint failed: alembic_version").
+    Wrap the first open in this (e.g. `with store_init_lock(url): optuna.create_study(...)`).
+    Other URIs: no lock.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    import fcntl
+    lock_path = Path(uri[len(prefix):] + ".init.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_unreachable(e: BaseException) -> bool:
+    """A failure of the store, not of the request: worth keeping the write and trying later."""
+    from mlflow.exceptions import MlflowException
+    import requests
+    if isinstance(e, MlflowException):
+        return e.error_code not in PERMANENT_ERRORS
+    return isinstance(e, (requests.RequestException, OSError, ConnectionError)) or is_locked(e)
 
 
 class NullTracker:
@@ -57,69 +125,203 @@ class MlflowTracker:
     """One MLflow run, written through MlflowClient (no fluent global state)."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict,
-                 flush_every_s: float = 10.0, parent_run_id: str | None = None):
+                 flush_every_s: float = 10.0, parent_run_id: str | None = None,
+                 resume_run_id: str | None = None, backlog_path=None):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         from mlflow.tracking import MlflowClient
         check_reachable(uri)
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_init_lock(uri):     # the first open of a fresh SQLite store creates its tables
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)
         self.uri = uri
         tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(experiment_id(self.client, experiment), run_name=run_name, tags=tags)
-        self._start(run, flush_every_s)
-
-    def _start(self, run, flush_every_s: float) -> None:
+        self.resumed = False
+        run = self._existing_run(resume_run_id) if resume_run_id else None
+        if run is not None:      # continue the interrupted run: same run id, metrics go on
+            self.resumed = True
+            retry_locked(self.client.update_run, run.info.run_id, status="RUNNING")
+            n = int(run.data.tags.get("resume_count", "0")) + 1
+            tags = {**tags, "resume_count": str(n)}
+            from mlflow.entities import RunTag
+            retry_locked(self.client.log_batch, run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        else:
+            if resume_run_id:
+                tags["resumed_from_run"] = resume_run_id
+            exp_id = retry_locked(experiment_id, self.client, experiment)
+            run = retry_locked(self.client.create_run, exp_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.flush_every_s = flush_every_s
+        self.retry_every_s = max(flush_every_s, 1.0)   # while the store is away
+        self.backlog_path = Path(backlog_path) if backlog_path else None
+        self._backlog: list = []      # writes the store refused for now, oldest first
+        self._retry_at = 0.0
+        self._replayed = 0
         self._pending: list = []
         self._last_flush = time.monotonic()
         self.write_s = 0.0   # seconds spent writing metrics (the cost of tracking during training)
 
-    @classmethod
-    def attach(cls, uri: str, run_id: str, flush_every_s: float = 10.0) -> "MlflowTracker":
-        """A tracker writing to an existing run (e.g. a sweep's parent run shared by workers)."""
-        from mlflow.tracking import MlflowClient
-        self = cls.__new__(cls)
-        self.client, self.uri = MlflowClient(tracking_uri=uri), uri
-        self._start(self.client.get_run(run_id), flush_every_s)
-        return self
+    def _existing_run(self, run_id: str):
+        from mlflow.exceptions import MlflowException
+        try:
+            return retry_locked(self.client.get_run, run_id)
+        except MlflowException:
+            return None
+
+    # --- writes: straight through, or kept in order while the store is away ---------------
+
+    def _do(self, op: dict) -> None:
+        from mlflow.entities import Metric, RunTag
+        kind = op["op"]
+        if kind == "metrics":
+            ms = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in op["metrics"]]
+            for i in range(0, len(ms), MAX_METRICS_PER_BATCH):
+                retry_locked(self.client.log_batch, self.run_id, metrics=ms[i:i + MAX_METRICS_PER_BATCH])
+        elif kind == "tags":
+            retry_locked(self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+        elif kind == "artifact":
+            if Path(op["path"]).exists():
+                self.client.log_artifact(self.run_id, op["path"], op.get("artifact_path"))
+        elif kind == "end":
+            retry_locked(self.client.set_terminated, self.run_id, op["status"])
+
+    def _submit(self, op: dict) -> None:
+        if not self._backlog:
+            try:
+                self._do(op)
+                return
+            except Exception as e:
+                if not is_unreachable(e):
+                    raise
+                self._retry_at = time.monotonic() + self.retry_every_s
+                where = f"; kept in {self.backlog_path}" if self.backlog_path else " (kept in memory)"
+                print(f"pgpong: tracking store {self.uri} failed ({type(e).__name__}); training goes on, "
+                      f"writes are kept{where} and retried every {self.retry_every_s:.0f} s", file=sys.stderr, flush=True)
+        self._backlog.append(op)
+        if self.backlog_path:
+            if not self.backlog_path.exists():
+                _append(self.backlog_path, {"op": "header", "uri": self.uri, "run_id": self.run_id})
+            _append(self.backlog_path, op)
+        self.replay()
+
+    def replay(self, force: bool = False) -> bool:
+        """Try the kept writes again (at most every retry_every_s unless forced); True when none is left."""
+        if not self._backlog:
+            return True
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        n = len(self._backlog)
+        while self._backlog:
+            try:
+                self._do(self._backlog[0])
+            except Exception as e:
+                if not is_unreachable(e):
+                    raise
+                self._retry_at = time.monotonic() + self.retry_every_s
+                self._rewrite_backlog()
+                return False
+            self._backlog.pop(0)
+        self._replayed += n
+        if self.backlog_path:
+            self.backlog_path.unlink(missing_ok=True)
+        print(f"pgpong: tracking store {self.uri} answers again; {n} kept writes sent", file=sys.stderr, flush=True)
+        try:
+            self._do({"op": "tags", "tags": {"tracking_backlog_replayed": str(self._replayed)}})
+        except Exception:
+            pass
+        return True
+
+    def _rewrite_backlog(self) -> None:
+        if self.backlog_path:
+            lines = [{"op": "header", "uri": self.uri, "run_id": self.run_id}, *self._backlog]
+            _write_lines(self.backlog_path, lines)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
         items = [Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+            retry_locked(self.client.log_batch, self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
 
     def set_tags(self, tags: dict) -> None:
-        from mlflow.entities import RunTag
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._submit({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_metrics(self, metrics: dict, step: int) -> None:
-        from mlflow.entities import Metric
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        self._pending.extend({"key": k, "value": float(v), "timestamp": now, "step": int(step)}
+                             for k, v in metrics.items())
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
     def flush(self) -> None:
         t0 = time.monotonic()
         pending, self._pending = self._pending, []
-        for i in range(0, len(pending), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=pending[i:i + MAX_METRICS_PER_BATCH])
+        if pending:
+            self._submit({"op": "metrics", "metrics": pending})
+        else:
+            self.replay()
         self._last_flush = time.monotonic()
         self.write_s += self._last_flush - t0
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._submit({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
     def end(self, status: str = "FINISHED") -> None:
         try:
             self.flush()
         finally:
-            self.client.set_terminated(self.run_id, status)
+            self._submit({"op": "end", "status": status})
+            if not self.replay(force=True):
+                where = self.backlog_path or "memory (lost at exit)"
+                print(f"pgpong: tracking store {self.uri} still unreachable: {len(self._backlog)} writes not sent, "
+                      f"run {self.run_id} stays incomplete (RUNNING) there; they are in {where}; once the server "
+                      f"is back: python -m pgpong.tracking replay {self.backlog_path or ''}", file=sys.stderr, flush=True)
+
+
+def _append(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_lines(path: Path, objs: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(o) + "\n" for o in objs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def replay_backlog(path) -> int:
+    """Send a backlog file's writes to the run it names; returns how many were sent."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / BACKLOG_NAME
+    if not path.is_file():
+        raise PgpongError(f"{path}: no tracking backlog here (nothing to replay)")
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not lines or lines[0].get("op") != "header":
+        raise PgpongError(f"{path}: not a pgpong tracking backlog")
+    header, ops = lines[0], lines[1:]
+    from mlflow.tracking import MlflowClient
+    check_reachable(header["uri"])
+    t = MlflowTracker.__new__(MlflowTracker)
+    t.client, t.uri, t.run_id = MlflowClient(tracking_uri=header["uri"]), header["uri"], header["run_id"]
+    for i, op in enumerate(ops):
+        try:
+            t._do(op)
+        except Exception as e:
+            _write_lines(path, [header, *ops[i:]])
+            raise PgpongError(f"{path}: replay stopped after {i} of {len(ops)} writes ({type(e).__name__}: {e}); "
+                              f"the rest stay in the file") from None
+    t._do({"op": "tags", "tags": {"tracking_backlog_replayed": str(len(ops))}})
+    path.unlink()
+    return len(ops)
 
 
 def _param_str(v: Any) -> str:
@@ -127,9 +329,35 @@ def _param_str(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5997] + "..."
 
 
-def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run_id: str | None = None):
-    """The tracker the config asks for; relative SQLite URIs resolve against launch_dir."""
+def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run_id: str | None = None,
+                 resume_run_id: str | None = None, out_dir=None):
+    """The tracker the config asks for; relative SQLite URIs resolve against launch_dir.
+
+    resume_run_id: continue that run if this store has it (else a new run tagged resumed_from_run);
+    out_dir: where writes are kept while the store is unreachable.
+    """
     if tracking_cfg.backend == "none":
         return NullTracker()
     uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
-    return MlflowTracker(uri, tracking_cfg.experiment, run_name, tags, tracking_cfg.flush_every_s, parent_run_id)
+    return MlflowTracker(uri, tracking_cfg.experiment, run_name, tags, tracking_cfg.flush_every_s, parent_run_id,
+                         resume_run_id, Path(out_dir) / BACKLOG_NAME if out_dir else None)
+
+
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m pgpong.tracking", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("replay", help="send the writes kept while the tracking server was away")
+    rp.add_argument("path", help=f"a run's output folder or its {BACKLOG_NAME}")
+    args = parser.parse_args(argv)
+    try:
+        n = replay_backlog(args.path)
+    except PgpongError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"pgpong: {n} kept writes sent", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

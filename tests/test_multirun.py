@@ -27,7 +27,7 @@ def test_a_failed_job_is_failed_in_mlflow_while_the_other_jobs_run(tmp_path):
     assert status == [("env.id=ALE/Pong-v5", "FINISHED"), ("env.id=ALE/Pong-v5", "FINISHED"),
                       ("env.id=Nope-v9", "FAILED"), ("env.id=Nope-v9", "FAILED")]
     assert {j.data.tags["sweep_id"] for j in jobs} == {parent.data.tags["sweep_id"]}
-    assert all("env.id=Nope-v9: cannot make it" in j.data.tags["error"] for j in jobs if j.info.status == "FAILED")
+    assert all("env.id=Nope-v9: cannot make it" in j.data.tags["failure_reason"] for j in jobs if j.info.status == "FAILED")
 
 
 @pytest.mark.slow

@@ -1,0 +1,142 @@
+"""Exact resume: N episodes, checkpoint, a fresh process state restored, N more == 2N straight."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from tests.conftest import compose_cfg, run_cli
+from pgpong import checkpoint
+from pgpong.envs import make_envs
+from pgpong.errors import Interrupted, PgpongError
+from pgpong.tracking import NullTracker
+from pgpong.trainer import restore_state, train
+
+# 250 steps: long enough for points to be scored (at 60 steps every reward is 0, every gradient 0,
+# and the weights would never move, so a broken resume could not be told from a good one)
+BASE = ["H=8", "batch_size=3", "env.max_episode_steps=250", "checkpoint_every=2", "tracking=none", "seed=5"]
+
+
+def start(cfg):
+    """What run.py does before training: one generator, env seeds drawn from it."""
+    rng = np.random.default_rng(cfg.seed)
+    envs = make_envs(cfg.env, rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist())
+    return rng, envs
+
+
+def straight(cfg, out_dir):
+    rng, envs = start(cfg)
+    try:
+        with threadpool_limits(limits=1):
+            return train(cfg, envs, NullTracker(), rng, out_dir)
+    finally:
+        envs.close()
+
+
+def resumed(cfg, ckpt_path, out_dir):
+    """A new generator and new emulators, put back to where the checkpoint left them."""
+    arrays, meta = checkpoint.load(ckpt_path)
+    rng, envs = start(cfg)
+    try:
+        state = restore_state(cfg, arrays, meta, rng, envs, ckpt_path)
+        with threadpool_limits(limits=1):
+            return train(cfg, envs, NullTracker(), rng, out_dir, state=state)
+    finally:
+        envs.close()
+
+
+def final_weights(summary):
+    arrays, _ = checkpoint.load(summary["model_path"])
+    return arrays
+
+
+@pytest.mark.parametrize("env", ["pong_v0", "pong_v5"])
+def test_stopping_after_n_episodes_and_resuming_gives_the_uninterrupted_run(tmp_path, env):
+    # 5 episodes with batch_size=3: the checkpoint holds a half-filled gradient buffer
+    full = straight(compose_cfg(BASE + [f"env={env}", "episodes=10"]), tmp_path / "full")
+    first = straight(compose_cfg(BASE + [f"env={env}", "episodes=5"]), tmp_path / "a")
+    ckpt = checkpoint.latest(tmp_path / "a" / "checkpoints")
+    assert checkpoint.load(ckpt)[1]["episode"] == 5 and checkpoint.load(ckpt)[1]["batch_episodes"] == 2
+    second = resumed(compose_cfg(BASE + [f"env={env}", "episodes=10"]), ckpt, tmp_path / "b")
+    assert len(set(full["rewards"])) > 1                  # the rewards say something
+    assert first["rewards"] == full["rewards"][:5]
+    assert second["rewards"] == full["rewards"]
+    assert second["steps"] == full["steps"] and second["updates"] == full["updates"] == 3
+    for k, w in final_weights(full).items():
+        np.testing.assert_array_equal(final_weights(second)[k], w, err_msg=k)
+
+
+@pytest.mark.parametrize("env", ["pong_v0", "pong_v5"])
+def test_stopping_in_the_middle_of_an_episode_and_resuming_gives_the_uninterrupted_run(tmp_path, env):
+    cfg = compose_cfg(BASE + [f"env={env}", "episodes=6", "actions=three", "optim=adam"])
+    full = straight(cfg, tmp_path / "full")
+    steps = []
+
+    def stop():   # stop 400 steps in: episode 2, step 150 of 250 (a mid-episode, mid-batch state)
+        steps.append(1)
+        return "SIGTERM" if len(steps) == 400 else None
+
+    rng, envs = start(cfg)
+    with pytest.raises(Interrupted) as e:
+        train(cfg, envs, NullTracker(), rng, tmp_path / "a", stop=stop)
+    envs.close()
+    assert e.value.episode == 1
+    arrays, meta = checkpoint.load(e.value.checkpoint)
+    assert meta["steps"] == 400 and arrays["env0.rewards"].shape == (150,) and arrays["env0.rewards"].any()
+    second = resumed(cfg, e.value.checkpoint, tmp_path / "b")
+    assert len(set(full["rewards"])) > 1
+    assert second["rewards"] == full["rewards"]
+    for k, w in final_weights(full).items():
+        np.testing.assert_array_equal(final_weights(second)[k], w, err_msg=k)
+
+
+def test_only_the_newest_checkpoint_keep_files_are_kept(tmp_path):
+    straight(compose_cfg(BASE + ["episodes=7", "checkpoint_every=1", "checkpoint_keep=2"]), tmp_path)
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["ckpt-e00000006-s000000001500.npz", "ckpt-e00000007-s000000001750.npz"]
+
+
+def test_resume_with_a_shape_changing_override_is_refused_naming_the_key(tmp_path):
+    straight(compose_cfg(BASE + ["episodes=2"]), tmp_path / "a")
+    folder = tmp_path / "a" / "checkpoints"
+    r = run_cli([f"resume={folder}", "H=16", "episodes=4", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "error: resume: H=16 but" in r.stderr and "H=8" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli([f"resume={folder}", "crop.bottom=185", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 2 and "crop=" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_without_overrides_takes_the_checkpoints_config_and_continues(tmp_path):
+    straight(compose_cfg(BASE + ["episodes=2", "env=pong_v0"]), tmp_path / "a")
+    r = run_cli([f"resume={tmp_path / 'a'}", "episodes=3", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr and "at episode 2" in r.stderr and "3 episodes" in r.stderr
+
+
+def test_resume_from_a_missing_target_is_a_clear_error(tmp_path):
+    r = run_cli(["resume=nothing-here.npz", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 2 and "nothing-here.npz: no such model/checkpoint file" in r.stderr
+    with pytest.raises(PgpongError, match="no checkpoint files"):
+        checkpoint.latest(tmp_path)
+
+
+@pytest.mark.parametrize("env", ["pong_v0", "pong_v5"])
+def test_a_restored_emulator_plays_on_exactly_like_the_original_sticky_actions_included(env):
+    # ALE's saved state leaves out the action that sticky actions repeat; snapshot/restore put it back
+    cfg = compose_cfg([f"env={env}", "env.max_episode_steps=100"])
+    failures = []
+    for trial in range(12):
+        k = 95 + trial                               # before, at and after an episode boundary
+        acts = np.random.default_rng(trial).choice([2, 3] if trial % 2 else [0, 2, 3], size=k + 60)
+        a, b = make_envs(cfg.env, [7]), make_envs(cfg.env, [7])
+        a.reset()
+        for act in acts[:k]:
+            a.step([act])
+        arrays, meta = a.snapshot()
+        b.restore(arrays, meta)
+        for t, act in enumerate(acts[k:]):
+            fa, ra, da = a.step([act])
+            fb, rb, db = b.step([act])
+            if not (np.array_equal(fa[0], fb[0]) and ra[0] == rb[0] and da[0] == db[0]):
+                failures.append((k, t))
+                break
+        a.close(), b.close()
+    assert failures == []
