@@ -309,6 +309,11 @@ class Objective:
         except optuna.TrialPruned:
             state = "PRUNED"
             raise
+        except Exception as e:      # e.g. Diverged: this trial FAILs, the study goes on (catch= below)
+            reason = str(e) if isinstance(e, PgpongError) else f"{type(e).__name__}: {e}"
+            trial.set_user_attr("failure_reason", reason[:1000])
+            trial_tracker.set_tags({"failure_reason": reason[:5000]})
+            raise
         finally:
             elapsed = time.monotonic() - start
             trial.set_user_attr("duration_s", round(elapsed, 3))

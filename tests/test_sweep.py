@@ -136,6 +136,21 @@ def test_trials_are_nested_runs_and_pruned_ones_are_killed(tmp_path, monkeypatch
     assert cfg.baseline.kind == study.best_params["baseline"] and cfg.lr == pytest.approx(study.best_params["lr"])
 
 
+def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path, monkeypatch):
+    spec = SPEC.replace("pruner: {name: median, n_startup_trials: 1}", "pruner: {name: none}").replace(
+        "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}", "lr: {type: categorical, choices: [1.0e+38]}")
+    spec = spec.replace("sampler: {name: random, seed: 1}", "sampler: {name: random, seed: 1}\nseeds: [0]")
+    name = write(tmp_path, spec.replace("[60, 240]", "[240]"))
+    assert sweep(tmp_path, monkeypatch, f"sweep={name}", "n_trials=2", *TINY_TRIAL) == 0
+    trials = optuna.load_study(study_name="spec", storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]        # both tried: the first did not stop the study
+    assert all("diverged" in t.user_attrs["failure_reason"] for t in trials)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("pgpong").experiment_id], "tags.pgpong_kind = 'trial'")
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+    assert all("diverged" in r.data.tags["failure_reason"] for r in runs)
+
+
 def test_rerunning_resumes_the_study_in_a_journal_file(tmp_path, monkeypatch, capsys):
     name = write(tmp_path, SPEC.replace("pruner: {name: median, n_startup_trials: 1}", "pruner: {name: none}")
                  .replace("[60, 240]", "[40, 60]"))
