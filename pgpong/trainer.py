@@ -1,8 +1,12 @@
 """The training loop: rollout -> episode gradient -> update every batch_size episodes -> log.
 
 `train` receives its collaborators (envs, tracker, rng, callbacks) and returns a summary; it
-never imports MLflow or Optuna. Phases per step: act (forward + sample for every env), step
-the emulators, record; per finished episode: gradient, accumulate, log; per batch: update.
+never imports MLflow or Optuna. Phases per step: act (forward + sample for every env, see
+pgpong/rollout.py), start the emulators, record; while they run, per episode finished at the
+previous step: gradient, accumulate, log; per batch: update; then collect the step's frames.
+An episode that ends at step t is thus learned from during step t+1, whose actions were already
+chosen: only the first step of the next episode can be acted with pre-update parameters (with
+diff inputs it has x = 0, so P(UP) = 0.5 whatever the parameters).
 """
 import time
 from dataclasses import dataclass, field
@@ -13,23 +17,10 @@ from omegaconf import OmegaConf
 
 from pgpong import checkpoint, optim, policy
 from pgpong.gradient import episode_gradient, episode_matrix
-from pgpong.preprocess import binarize, input_size, sparse_input
+from pgpong.preprocess import input_size
 from pgpong.progress import Progress
 from pgpong.returns import running_mean
-
-
-@dataclass
-class EpisodeBuffer:
-    """What one env's current episode needs for its gradient, kept compact (sparse inputs)."""
-    idx: list = field(default_factory=list)       # per step: (k,) int32 non-zero input indices
-    val: list = field(default_factory=list)       # per step: (k,) int8 values in {-1, +1}
-    hs: list = field(default_factory=list)        # per step: (H,) hidden state at acting time
-    dlogps: list = field(default_factory=list)    # per step: scalar or (3,) d log pi / d logit
-    p_up: list = field(default_factory=list)      # per step: P(UP)
-    rewards: list = field(default_factory=list)   # per step: reward after the action
-
-    def __len__(self) -> int:
-        return len(self.rewards)
+from pgpong.rollout import EpisodeBuffer, Rollout
 
 
 @dataclass
@@ -46,6 +37,7 @@ class TrainState:
     batch_steps: int = 0
     batch_p_up: float = 0.0   # sum of P(UP) over the batch's steps
     batch_value_loss: float = 0.0
+    batch_stale_steps: int = 0   # steps in the batch acted with parameters older than the current ones
     rewards: list = field(default_factory=list)   # every episode's reward, in order
 
 
@@ -67,7 +59,7 @@ def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
     D = state.params["W1"].shape[0]
     dtype = state.params["W1"].dtype
     X = episode_matrix(buf.idx, buf.val, D, dtype)                  # (T, D) sparse
-    Hs = np.vstack(buf.hs)                                           # (T, H)
+    Hs = buf.hs                                                      # (T, H)
     dlogps = np.asarray(buf.dlogps, dtype)                           # (T,) or (T, 3)
     rewards = np.asarray(buf.rewards, np.float64)                    # (T,)
     grads, info = episode_gradient(state.params, X, Hs, dlogps, rewards, cfg.gamma, cfg.baseline.kind)
@@ -80,6 +72,7 @@ def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
     state.batch_episodes += 1
     state.batch_steps += len(buf)
     state.batch_p_up += float(np.sum(buf.p_up))
+    state.batch_stale_steps += int(np.count_nonzero(buf.version < state.updates))
     state.batch_value_loss += info.get("value_loss", 0.0)
     return {"episode/reward": reward, "episode/running_reward": state.running, "episode/length": len(buf)}
 
@@ -89,12 +82,13 @@ def update(cfg, state: TrainState) -> dict:
     grad_norm = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in state.grad_buffer.values())))
     state.params, state.opt_state = optim.step(cfg, state.params, state.grad_buffer, state.opt_state)
     stats = {"train/grad_norm": grad_norm, "train/p_up_mean": state.batch_p_up / max(state.batch_steps, 1),
-             "train/update": state.updates + 1}
+             "train/update": state.updates + 1,
+             "train/stale_step_fraction": state.batch_stale_steps / max(state.batch_steps, 1)}
     if cfg.baseline.kind == "value":
         stats["train/value_loss"] = state.batch_value_loss / max(state.batch_episodes, 1)
     state.updates += 1
     state.grad_buffer = {k: np.zeros_like(v) for k, v in state.params.items()}
-    state.batch_episodes = state.batch_steps = 0
+    state.batch_episodes = state.batch_steps = state.batch_stale_steps = 0
     state.batch_p_up = state.batch_value_loss = 0.0
     return stats
 
@@ -105,54 +99,42 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
     out_dir = Path(out_dir)
     state = state or new_state(cfg, rng)
     progress = progress or Progress(cfg.episodes, cfg.log_every_s)
-    outputs = policy.ACTIONS[cfg.actions.kind]
     n = envs.num_envs
-    bufs = [EpisodeBuffer() for _ in range(n)]
-    cur = [binarize(f, cfg.crop) for f in envs.reset()]
-    prev: list = [None] * n
-    start, start_steps = time.monotonic(), state.steps
+    rollout = Rollout(cfg, envs.reset(), cfg.H, state.params["W1"].dtype)
+    finished: list = []          # (env, EpisodeBuffer) of the episodes that ended at the last step
+    episodes, batch_size, checkpoint_every = cfg.episodes, cfg.batch_size, cfg.checkpoint_every   # plain ints:
+    start, start_steps = time.monotonic(), state.steps                                           # config reads are slow
 
-    while state.episode < cfg.episodes:
-        # act: forward pass and sampling for every env
-        W1, W2 = state.params["W1"], state.params["W2"]
-        actions = []
-        for i in range(n):
-            idx, val = sparse_input(cur[i], prev[i], cfg.input.kind)
-            h = policy.hidden(W1, idx, val)                        # (H,)
-            p = policy.probs(W2, h)                                # () or (3,)
-            a = policy.sample(rng, p)
-            b = bufs[i]
-            b.idx.append(idx)
-            b.val.append(val)
-            b.hs.append(h)
-            b.dlogps.append(policy.dlogp(p, a))
-            b.p_up.append(float(p) if p.ndim == 0 else float(p[0]))
-            actions.append(outputs[a])
+    while state.episode < episodes or finished:
+        # act: batched forward pass and sampling for every env, then start the emulators
+        actions = rollout.act(state.params, rng, state.updates)
+        envs.send(actions)
 
-        # step the emulators
-        frames, rewards, dones = envs.step(actions)
-        state.steps += n
-
-        # record; finish episodes; update every batch_size episodes
-        for i in range(n):
-            bufs[i].rewards.append(rewards[i])
-            prev[i] = None if dones[i] else cur[i]
-            cur[i] = binarize(frames[i], cfg.crop)
-            if not dones[i] or state.episode >= cfg.episodes:
-                continue
-            metrics = finish_episode(cfg, state, bufs[i])
-            bufs[i] = EpisodeBuffer()
+        # while the emulators run: record the step's action side, finish the episodes that ended
+        # last step (gradient into the batch; update every batch_size episodes; log)
+        rollout.record_acts()
+        for _, buf in finished:
+            if state.episode >= episodes:
+                break
+            metrics = finish_episode(cfg, state, buf)
             elapsed = time.monotonic() - start
             steps_per_s = (state.steps - start_steps) / max(elapsed, 1e-9)
-            if state.batch_episodes == cfg.batch_size:
+            if state.batch_episodes == batch_size:
                 metrics.update(update(cfg, state))
             metrics["time/steps_per_s"] = steps_per_s
             tracker.log_metrics(metrics, step=state.episode)
             progress.update(state.episode, state.running, steps_per_s, elapsed)
-            if state.episode % cfg.checkpoint_every == 0:
+            if state.episode % checkpoint_every == 0:
                 save_model(out_dir / "model.npz", cfg, state)
             for cb in callbacks:
                 cb(state.episode, metrics)
+        finished = []
+
+        # step: collect the emulators' frames, rewards and done flags
+        frames, rewards, dones = envs.recv()
+        state.steps += n
+        if state.episode < episodes:
+            finished = rollout.record_step(frames, rewards, dones)
 
     progress.close()
     elapsed = time.monotonic() - start
