@@ -7,13 +7,15 @@ import numpy as np
 
 FRAME_HEIGHT, FRAME_WIDTH = 210, 160
 BACKGROUND_RED = (144, 109)   # the two background colours' red channel
-# ALE's grayscale is round(0.2989 r + 0.587 g + 0.114 b) of the NTSC palette colour. Gray 87 belongs
-# to one palette colour only, 0x904811 (red 144): Pong's background. The palette has three more
-# colours that the gist's rule maps to 0: 0x901c00 and 0x90fc90 (red 144; grays 59 and 207) and
-# 0x6d762b (red 109; gray 107, which three other colours share, so gray cannot tell it apart).
-# Pong never draws these three (tests/test_preprocess_frames.py records every colour drawn in
-# thousands of real frames: exactly five), so on Pong's frames `gray != 87` is the gist's rule.
-BACKGROUND_GRAY = 87
+# ALE's grayscale is round(0.2989 r + 0.587 g + 0.114 b) of the NTSC palette colour. Pong draws
+# nine colours: in play 0x904811 (red 144, gray 87: the background), 0xd5824a, 0x5cba5c, 0xececec
+# and 0x000000; on the first frame of every episode (after a reset) 0x6d762b (red 109, gray 107:
+# the gist's second background), 0x355f18, 0x656fe4, 0xd2b656. Their nine grays are distinct, and
+# gray is 87 or 107 exactly for red 144 or 109, so on Pong's frames `gray not in (87, 107)` is the
+# gist's channel-0 rule (tests/test_preprocess_frames.py records the colours of ~1,500 real
+# frames of two games, reset frames included, and checks it). It is not a rule for any palette: gray 107 is
+# also three other colours that Pong never draws.
+BACKGROUND_GRAY = (87, 107)
 
 
 def crop_shape(crop) -> tuple[int, int]:
@@ -57,7 +59,8 @@ def binarize_batch(frames, window: tuple[slice, slice]) -> np.ndarray:
         red = frames[:, rows, cols, 0]
         fg = ((red != BACKGROUND_RED[0]) & (red != BACKGROUND_RED[1])).view(np.uint8)
     else:
-        fg = (frames[:, rows, cols] != BACKGROUND_GRAY).view(np.uint8)
+        window = frames[:, rows, cols]
+        fg = ((window != BACKGROUND_GRAY[0]) & (window != BACKGROUND_GRAY[1])).view(np.uint8)
     return fg.reshape(len(frames), -1)
 
 
