@@ -28,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
-from pgpong.envs import GymEnvs, make_envs, make_one, vector_settings
+from pgpong.envs import make_envs, make_one, vector_settings
 from pgpong.errors import PgpongError
 from pgpong.progress import Progress
 from pgpong.tracking import NullTracker
@@ -42,27 +42,37 @@ class _Stop(Exception):
 
 
 class TimedEnvs:
-    """Forwards to real envs, counts agent steps, and stops the run after `seconds` of stepping."""
+    """Forwards to real envs (group by group), counts agent steps, stops the run after `seconds`."""
 
     def __init__(self, envs, seconds: float):
         self.envs, self.seconds = envs, seconds
         self.num_envs = envs.num_envs
+        self.groups = [_TimedGroup(self, g) for g in envs.groups]
         self.steps = 0
         self.t0 = self.t1 = None
 
+    def close(self):
+        self.envs.close()
+
+
+class _TimedGroup:
+    def __init__(self, timer: TimedEnvs, group):
+        self.timer, self.group, self.num_envs = timer, group, group.num_envs
+
     def reset(self):
-        frames = self.envs.reset()
-        self.t0 = time.perf_counter()
-        return frames
+        return self.group.reset()
 
     def send(self, actions):
-        self.envs.send(actions)
+        if self.timer.t0 is None:
+            self.timer.t0 = time.perf_counter()      # from the first step on: set-up not counted
+        self.group.send(actions)
 
     def recv(self):
-        out = self.envs.recv()
-        self.steps += self.num_envs
-        self.t1 = time.perf_counter()
-        if self.t1 - self.t0 >= self.seconds:
+        out = self.group.recv()
+        t = self.timer
+        t.steps += self.num_envs
+        t.t1 = time.perf_counter()
+        if t.t1 - t.t0 >= t.seconds:
             raise _Stop
         return out
 
@@ -89,26 +99,31 @@ def frameskip_of(cfg):
 
 
 def run_ceiling(cfg, seconds: float) -> tuple[int, float]:
-    """(agent steps, seconds): the configured emulators stepped with random UP/DOWN actions."""
+    """(agent steps, seconds): the configured emulators stepped with random UP/DOWN actions.
+
+    Same adapter and groups as the trainer's envs, each group restarted as soon as it is
+    collected (as the trainer does), without any learning work in between.
+    """
     rng = np.random.default_rng(cfg.seed)
-    n = cfg.env.num_envs
-    if cfg.env.vector:
-        from pgpong.envs import make_vector
-        env = make_vector(vector_settings(cfg.env), n, cfg.env.num_threads)
-        env.reset(seed=np.asarray(env_seeds(cfg), np.int64))
-        step = lambda a: env.step(a)
-    else:
-        env = GymEnvs(cfg.env, env_seeds(cfg))
-        env.reset()
-        step = env.step
-    steps, t0 = 0, time.perf_counter()
+    envs = make_envs(cfg.env, env_seeds(cfg))
+    groups = envs.groups
     try:
+        for g in groups:
+            g.reset()
+        steps, t0 = 0, time.perf_counter()
+        for g in groups:
+            g.send(rng.integers(2, 4, size=g.num_envs))      # 2 = UP, 3 = DOWN
         while time.perf_counter() - t0 < seconds:
-            step(rng.integers(2, 4, size=n))       # 2 = UP, 3 = DOWN
-            steps += n
-        return steps, time.perf_counter() - t0
+            for g in groups:
+                g.recv()
+                g.send(rng.integers(2, 4, size=g.num_envs))
+                steps += g.num_envs
+        dt = time.perf_counter() - t0
+        for g in groups:
+            g.recv()
+        return steps, dt
     finally:
-        env.close()
+        envs.close()
 
 
 def run_naive(cfg, seconds: float) -> tuple[int, float]:
@@ -186,7 +201,7 @@ def run_trainer(cfg, seconds: float) -> tuple[int, float]:
                 pass
         return envs.steps, envs.t1 - envs.t0
     finally:
-        envs.envs.close()
+        envs.close()
 
 
 RUNNERS = {"ceiling": run_ceiling, "naive": run_naive, "trainer": run_trainer}

@@ -48,6 +48,7 @@ class GymEnvs:
         self.envs = [make_one(env_cfg) for _ in seeds]
         self.seeds = [int(s) for s in seeds]
         self.num_envs = len(seeds)
+        self.groups = [self]
 
     def reset(self) -> list[np.ndarray]:
         return [env.reset(seed=seed)[0] for env, seed in zip(self.envs, self.seeds)]
@@ -116,23 +117,18 @@ def vector_settings(env_cfg) -> dict:
                 difficulty=kwargs.get("difficulty"))
 
 
-class VectorEnvs:
-    """`num_envs` emulators in ale-py's AtariVectorEnv, stepped together on `num_threads` threads."""
+class VectorGroup:
+    """One AtariVectorEnv: `len(seeds)` emulators stepped together on `num_threads` threads."""
 
-    def __init__(self, env_cfg, seeds: list[int]):
-        self.settings = vector_settings(env_cfg)
-        if self.settings["mode"] is not None or self.settings["difficulty"] is not None:
-            raise PgpongError(f"env.id={env_cfg.id}: game modes/difficulties are not supported by the vector path")
+    def __init__(self, settings: dict, seeds, num_threads: int):
         self.seeds = np.asarray(seeds, np.int64)
-        self.num_envs = len(seeds)
-        self.num_threads = env_cfg.num_threads
-        self.env_id = env_cfg.id
-        self.env = make_vector(self.settings, self.num_envs, self.num_threads)
+        self.num_envs = len(self.seeds)
+        self.env = make_vector(settings, self.num_envs, num_threads)
         self._pending = False
 
     def reset(self) -> np.ndarray:
         obs, _ = self.env.reset(seed=self.seeds)
-        return obs[:, 0]                                          # (N, 210, 160) grayscale
+        return obs[:, 0]                                          # (n, 210, 160) grayscale
 
     def send(self, actions) -> None:
         self.env.send(np.asarray(actions, np.int64))
@@ -142,6 +138,50 @@ class VectorEnvs:
         obs, rewards, terminated, truncated, _ = self.env.recv()
         self._pending = False
         return obs[:, 0], rewards.astype(np.float64), terminated | truncated
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.send(actions)
+        return self.recv()
+
+    def close(self) -> None:
+        if self._pending:                                         # an exception between send and recv
+            self.env.recv()
+            self._pending = False
+        self.env.close()
+
+
+class VectorEnvs:
+    """`num_envs` emulators in `groups` AtariVectorEnvs on `num_threads` threads in all.
+
+    With two groups the trainer acts for one group while the other's emulators run, so the
+    act phase (which needs the frames just received) also overlaps emulation. As one batch
+    (reset/send/recv/step) the groups' envs are concatenated in order.
+    """
+
+    def __init__(self, env_cfg, seeds: list[int]):
+        self.settings = vector_settings(env_cfg)
+        if self.settings["mode"] is not None or self.settings["difficulty"] is not None:
+            raise PgpongError(f"env.id={env_cfg.id}: game modes/difficulties are not supported by the vector path")
+        self.num_envs = len(seeds)
+        self.num_threads = env_cfg.num_threads
+        self.env_id = env_cfg.id
+        g = env_cfg.groups
+        if self.num_envs % g:
+            raise PgpongError(f"env.groups={g}: must divide env.num_envs={self.num_envs}")
+        per = self.num_envs // g
+        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], max(1, self.num_threads // g))
+                       for k in range(g)]
+
+    def reset(self) -> np.ndarray:
+        return np.concatenate([grp.reset() for grp in self.groups])
+
+    def send(self, actions) -> None:
+        for grp, a in zip(self.groups, np.split(np.asarray(actions), len(self.groups))):
+            grp.send(a)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outs = [grp.recv() for grp in self.groups]
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self.send(actions)
@@ -160,16 +200,15 @@ class VectorEnvs:
             "env.resolved.num_envs": self.num_envs,
             "env.resolved.vector": "ale_py.vector_env.AtariVectorEnv (synchronous, autoreset SameStep)",
             "env.resolved.num_threads": self.num_threads,
+            "env.resolved.groups": len(self.groups),
             "env.resolved.frames": "grayscale",
             "env.resolved.ale_py": ale_py.__version__,
             "env.resolved.gymnasium": gym.__version__,
         }
 
     def close(self) -> None:
-        if self._pending:                                         # an exception between send and recv
-            self.env.recv()
-            self._pending = False
-        self.env.close()
+        for grp in self.groups:
+            grp.close()
 
 
 def make_vector(settings: dict, num_envs: int, num_threads: int, **overrides) -> AtariVectorEnv:

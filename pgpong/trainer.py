@@ -1,12 +1,13 @@
 """The training loop: rollout -> episode gradient -> update every batch_size episodes -> log.
 
 `train` receives its collaborators (envs, tracker, rng, callbacks) and returns a summary; it
-never imports MLflow or Optuna. Phases per step: act (forward + sample for every env, see
-pgpong/rollout.py), start the emulators, record; while they run, per episode finished at the
-previous step: gradient, accumulate, log; per batch: update; then collect the step's frames.
-An episode that ends at step t is thus learned from during step t+1, whose actions were already
-chosen: only the first step of the next episode can be acted with pre-update parameters (with
-diff inputs it has x = 0, so P(UP) = 0.5 whatever the parameters).
+never imports MLflow or Optuna. The envs come in groups (one, or two for the vector path)
+stepped in turn; per group and step: collect its frames, rewards and dones; act (forward +
+sample for its envs, see pgpong/rollout.py) and restart its emulators; then, while they run,
+per episode that just finished: gradient, accumulate, log; per batch: update. The actions of
+the step after an episode's end are chosen before that episode is learned from: only the first
+step of the next episode can be acted with pre-update parameters (with diff inputs its x = 0,
+so P(UP) = 0.5 whatever the parameters).
 """
 import time
 from dataclasses import dataclass, field
@@ -99,42 +100,44 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
     out_dir = Path(out_dir)
     state = state or new_state(cfg, rng)
     progress = progress or Progress(cfg.episodes, cfg.log_every_s)
-    n = envs.num_envs
-    rollout = Rollout(cfg, envs.reset(), cfg.H, state.params["W1"].dtype)
-    finished: list = []          # (env, EpisodeBuffer) of the episodes that ended at the last step
+    groups = envs.groups       # stepped in turn: learning and acting for one overlap the others' emulation
+    rollouts = [Rollout(cfg, g.reset(), cfg.H, state.params["W1"].dtype) for g in groups]
     episodes, batch_size, checkpoint_every = cfg.episodes, cfg.batch_size, cfg.checkpoint_every   # plain ints:
     start, start_steps = time.monotonic(), state.steps                                           # config reads are slow
+    for g, ro in zip(groups, rollouts):      # every group acts on its first frames
+        g.send(ro.act(state.params, rng, state.updates))
+        ro.record_acts()
 
-    while state.episode < episodes or finished:
-        # act: batched forward pass and sampling for every env, then start the emulators
-        actions = rollout.act(state.params, rng, state.updates)
-        envs.send(actions)
+    while state.episode < episodes:
+        for g, ro in zip(groups, rollouts):
+            # step: collect the group's frames, rewards and done flags; close its finished episodes
+            frames, rewards, dones = g.recv()
+            state.steps += ro.n
+            finished = ro.record_step(frames, rewards, dones)
 
-        # while the emulators run: record the step's action side, finish the episodes that ended
-        # last step (gradient into the batch; update every batch_size episodes; log)
-        rollout.record_acts()
-        for _, buf in finished:
-            if state.episode >= episodes:
-                break
-            metrics = finish_episode(cfg, state, buf)
-            elapsed = time.monotonic() - start
-            steps_per_s = (state.steps - start_steps) / max(elapsed, 1e-9)
-            if state.batch_episodes == batch_size:
-                metrics.update(update(cfg, state))
-            metrics["time/steps_per_s"] = steps_per_s
-            tracker.log_metrics(metrics, step=state.episode)
-            progress.update(state.episode, state.running, steps_per_s, elapsed)
-            if state.episode % checkpoint_every == 0:
-                save_model(out_dir / "model.npz", cfg, state)
-            for cb in callbacks:
-                cb(state.episode, metrics)
-        finished = []
+            # act: batched forward pass and sampling for the group's envs, then restart its emulators
+            g.send(ro.act(state.params, rng, state.updates))
+            ro.record_acts()
 
-        # step: collect the emulators' frames, rewards and done flags
-        frames, rewards, dones = envs.recv()
-        state.steps += n
-        if state.episode < episodes:
-            finished = rollout.record_step(frames, rewards, dones)
+            # learn while the emulators run: gradient of each finished episode into the batch,
+            # update every batch_size episodes, log
+            for _, buf in finished:
+                if state.episode >= episodes:
+                    break
+                metrics = finish_episode(cfg, state, buf)
+                elapsed = time.monotonic() - start
+                steps_per_s = (state.steps - start_steps) / max(elapsed, 1e-9)
+                if state.batch_episodes == batch_size:
+                    metrics.update(update(cfg, state))
+                metrics["time/steps_per_s"] = steps_per_s
+                tracker.log_metrics(metrics, step=state.episode)
+                progress.update(state.episode, state.running, steps_per_s, elapsed)
+                if state.episode % checkpoint_every == 0:
+                    save_model(out_dir / "model.npz", cfg, state)
+                for cb in callbacks:
+                    cb(state.episode, metrics)
+    for g in groups:                         # the steps already started
+        g.recv()
 
     progress.close()
     elapsed = time.monotonic() - start

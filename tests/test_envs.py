@@ -109,10 +109,11 @@ def test_vector_env_is_deterministic_for_a_seed_whatever_the_threads():
         np.testing.assert_array_equal(d1, d2)
 
 
-def test_training_on_the_vector_path_is_deterministic_for_a_seed(tmp_path):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_training_on_the_vector_path_is_deterministic_for_a_seed(tmp_path, groups):
     def run(i):
         cfg = compose_cfg(["episodes=12", "batch_size=3", "H=8", "env.num_envs=4", "env.max_episode_steps=150",
-                           "checkpoint_every=1000"])
+                           "checkpoint_every=1000", f"env.groups={groups}"])
         rng = np.random.default_rng(cfg.seed)
         envs = make_envs(cfg.env, rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist())
         seen = []
@@ -146,6 +147,12 @@ def test_single_env_path_has_almost_no_stale_steps(tmp_path):
     stale = [m["train/stale_step_fraction"] for m in seen if "train/update" in m]
     # only the first step of the episode after an update was acted before it (its input is zero)
     assert stale == [0.0, 1 / 100]
+
+
+def test_groups_must_divide_the_envs():
+    from pgpong.config import validate
+    with pytest.raises(PgpongError, match="env.groups=3: must be a positive divisor of env.num_envs=16"):
+        validate(compose_cfg(["env.groups=3"]))
 
 
 def test_vector_env_describes_its_resolved_settings():
