@@ -8,79 +8,64 @@ The phases of one agent step for N envs (the trainer's loop):
     frames, rewards, dones = envs.recv()
     finished = rollout.record_step(frames, rewards, dones)
 
-Each env's episode is kept apart in its own EpisodeBuffer: the non-zero indices (int32) and
-values (int8) of its inputs, hidden states, d log pi / d logit, P(UP), rewards and the parameter
-version each step was acted with (float32 or the params' dtype; no dense input copies).
+Each env's episode is kept apart: the non-zero indices (int32) and values (int8) of its inputs,
+hidden states, d log pi / d logit, P(UP), rewards and the parameter version each step was acted
+with (the params' dtype, float32 by default; no dense input copies), stored step by step for
+all envs at once and read out per env when its episode ends.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from pgpong import policy
 from pgpong.preprocess import batch_input, binarize_batch, crop_window, sparse_rows
 
 
-class EpisodeBuffer:
-    """One env's current episode, in growable arrays (doubling), read back trimmed to its length."""
-
-    def __init__(self, H: int, dtype, n_out: int, capacity: int = 512):
-        self.T = 0
-        self.idx: list = []                                       # per step: (k,) int32 non-zero input indices
-        self.val: list = []                                       # per step: (k,) int8 values in {-1, +1}
-        dl_shape = (capacity,) if n_out == 2 else (capacity, n_out)
-        self._hs = np.empty((capacity, H), dtype)                 # (cap, H) hidden state at acting time
-        self._dlogps = np.empty(dl_shape, dtype)                  # (cap,) or (cap, 3)
-        self._p_up = np.empty(capacity, dtype)                    # (cap,) P(UP)
-        self._rewards = np.zeros(capacity)                        # (cap,) reward after the action
-        self._version = np.empty(capacity, np.int64)              # (cap,) updates done when acting
+@dataclass
+class Episode:
+    """One env's finished episode: what its gradient needs, T steps."""
+    idx: list                 # per step: (k,) int32 non-zero input indices
+    val: list                 # per step: (k,) int8 values in {-1, +1}
+    hs: np.ndarray            # (T, H) hidden states at acting time
+    dlogps: np.ndarray        # (T,) or (T, 3) d log pi / d logit
+    p_up: np.ndarray          # (T,) P(UP)
+    rewards: np.ndarray       # (T,) reward after each action
+    version: np.ndarray       # (T,) optimizer updates done when each step was acted
 
     def __len__(self) -> int:
-        return self.T
+        return len(self.rewards)
 
-    def _grow(self) -> None:
-        for name in ("_hs", "_dlogps", "_p_up", "_rewards", "_version"):
-            old = getattr(self, name)
-            new = np.zeros((2 * len(old),) + old.shape[1:], old.dtype)
-            new[:len(old)] = old
-            setattr(self, name, new)
 
-    def add(self, idx, val, h, dlogp, p_up, version) -> None:
-        """File one step's action side (its reward comes with `set_reward`)."""
-        t = self.T
-        if t == len(self._rewards):
-            self._grow()
-        self.idx.append(idx)
-        self.val.append(val)
-        self._hs[t] = h
-        self._dlogps[t] = dlogp
-        self._p_up[t] = p_up
-        self._version[t] = version
-        self.T = t + 1
-
-    def set_reward(self, r: float) -> None:
-        self._rewards[self.T - 1] = r
-
-    hs = property(lambda self: self._hs[:self.T])                 # (T, H)
-    dlogps = property(lambda self: self._dlogps[:self.T])         # (T,) or (T, 3)
-    p_up = property(lambda self: self._p_up[:self.T])             # (T,)
-    rewards = property(lambda self: self._rewards[:self.T])       # (T,)
-    version = property(lambda self: self._version[:self.T])       # (T,)
+EpisodeBuffer = Episode       # the name the trainer's finish_episode knows
 
 
 class Rollout:
-    """The episodes in flight of N envs: their last binarized frames and episode buffers."""
+    """The episodes in flight of N envs: their last binarized frames and a ring of recent steps.
 
-    def __init__(self, cfg, frames, H: int, dtype):
+    Step s of all envs is one row of each ring array (written once per step for all envs, not
+    per env); env i's episode is the rows from its start step on, read out (one fancy index per
+    array) when it ends. The ring doubles when the longest episode in flight would outgrow it.
+    """
+
+    def __init__(self, cfg, frames, H: int, dtype, capacity: int = 1024):
         self.window, self.kind = crop_window(cfg.crop), cfg.input.kind
         self.outputs = np.asarray(policy.ACTIONS[cfg.actions.kind], np.int64)   # env action of each output
-        self.H, self.dtype = H, np.dtype(dtype)
-        self.cur = binarize_batch(frames, self.window)              # (N, F) uint8
-        self.n = len(self.cur)
+        self.cur = binarize_batch(frames, self.window)            # (N, F) uint8
+        self.n = n = len(self.cur)
         self.prev = np.zeros_like(self.cur)                       # (N, F) uint8
-        self.has_prev = np.zeros(self.n, bool)                    # (N,) False on an episode's first step
-        self.bufs = [self._new_buffer() for _ in range(self.n)]
+        self.has_prev = np.zeros(n, bool)                         # (N,) False on an episode's first step
+        self.s = 0                                                # steps acted so far
+        self.start = np.zeros(n, np.int64)                        # (N,) step at which each env's episode began
+        dl_shape = (n,) if len(self.outputs) == 2 else (n, len(self.outputs))
+        self._rings = {                                           # (S, ...) one row per step
+            "hs": np.empty((capacity, n, H), dtype),
+            "dlogps": np.empty((capacity,) + dl_shape, dtype),
+            "p_up": np.empty((capacity, n), dtype),
+            "rewards": np.zeros((capacity, n)),
+            "version": np.empty(capacity, np.int64),
+        }
+        self._inputs = [None] * capacity                          # per step: (bounds, cols, vals) CSR of all envs
         self._acted = None
-
-    def _new_buffer(self) -> EpisodeBuffer:
-        return EpisodeBuffer(self.H, self.dtype, len(self.outputs))
 
     def act(self, params: dict, rng: np.random.Generator, version: int) -> np.ndarray:
         """Env actions (N,) for the current frames: batched sparse forward, one draw per env."""
@@ -89,27 +74,57 @@ class Rollout:
         h = policy.hidden_batch(params["W1"], indptr, cols, vals)        # (N, H)
         p = policy.probs(params["W2"], h)                                # (N,) or (N, 3)
         a = policy.sample_batch(rng, p)                                  # (N,)
-        dl = policy.dlogp_batch(p, a)
-        p_up = p if p.ndim == 1 else p[:, 0]
-        self._acted = (indptr.tolist(), cols, vals, h, dl, p_up, version)
+        self._acted = (indptr, cols, vals, h, p, a, version)
         return self.outputs[a]
 
+    def _grow(self) -> None:
+        S = len(self._inputs)
+        live = np.arange(int(self.start.min()), self.s)
+        old, new = live % S, live % (2 * S)
+        for k, ring in self._rings.items():
+            bigger = np.zeros((2 * S,) + ring.shape[1:], ring.dtype)
+            bigger[new] = ring[old]
+            self._rings[k] = bigger
+        inputs = [None] * (2 * S)
+        for o, nw in zip(old.tolist(), new.tolist()):
+            inputs[nw] = self._inputs[o]
+        self._inputs = inputs
+
     def record_acts(self) -> None:
-        """File the last `act` into each env's episode buffer."""
-        bounds, cols, vals, h, dl, p_up, version = self._acted
-        for i, b in enumerate(self.bufs):
-            s, e = bounds[i], bounds[i + 1]
-            b.add(cols[s:e], vals[s:e], h[i], dl[i], p_up[i], version)
+        """File the last `act` as the next row of the ring (all envs at once)."""
+        indptr, cols, vals, h, p, a, version = self._acted
+        if self.s - int(self.start.min()) >= len(self._inputs):
+            self._grow()
+        j = self.s % len(self._inputs)
+        r = self._rings
+        r["hs"][j] = h
+        r["dlogps"][j] = policy.dlogp_batch(p, a)
+        r["p_up"][j] = p if p.ndim == 1 else p[:, 0]
+        r["rewards"][j] = 0.0
+        r["version"][j] = version
+        self._inputs[j] = (indptr.tolist(), cols, vals)
+        self.s += 1
         self._acted = None
 
-    def record_step(self, frames, rewards, dones) -> list[tuple[int, EpisodeBuffer]]:
-        """Rewards and new frames of a step; returns (env, buffer) of every episode that just ended."""
+    def _episode(self, i: int) -> Episode:
+        steps = np.arange(int(self.start[i]), self.s) % len(self._inputs)
+        r = self._rings
+        idx, val = [], []
+        for j in steps.tolist():
+            bounds, cols, vals = self._inputs[j]
+            b0, b1 = bounds[i], bounds[i + 1]
+            idx.append(cols[b0:b1])
+            val.append(vals[b0:b1])
+        return Episode(idx, val, r["hs"][steps, i], r["dlogps"][steps, i], r["p_up"][steps, i],
+                       r["rewards"][steps, i], r["version"][steps])
+
+    def record_step(self, frames, rewards, dones) -> list[tuple[int, Episode]]:
+        """Rewards and new frames of a step; returns (env, episode) of every episode that just ended."""
+        self._rings["rewards"][(self.s - 1) % len(self._inputs)] = rewards
         finished = []
-        for i, b in enumerate(self.bufs):
-            b.set_reward(rewards[i])
         for i in np.flatnonzero(dones).tolist():
-            finished.append((i, self.bufs[i]))
-            self.bufs[i] = self._new_buffer()
+            finished.append((i, self._episode(i)))
+            self.start[i] = self.s
         self.prev, self.cur = self.cur, binarize_batch(frames, self.window)
         self.has_prev = ~np.asarray(dones, bool)
         return finished
