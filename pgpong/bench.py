@@ -222,8 +222,11 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr) -> dict:
         med = statistics.median(per[kind])
         table[kind] = {"steps_per_s": per[kind], "steps_per_s_median": med,
                        "frames_per_s_median": med * frameskip if frameskip else None}
+    paired = {"trainer_over_ceiling": [t / c for t, c in zip(per["trainer"], per["ceiling"])],
+              "trainer_over_naive": [t / nv for t, nv in zip(per["trainer"], per["naive"])]}
     return {
         "table": table,
+        "ratios_per_repeat": paired,        # within one repeat the three runs are seconds apart
         "ratios": {"trainer_over_ceiling": table["trainer"]["steps_per_s_median"] / table["ceiling"]["steps_per_s_median"],
                    "trainer_over_naive": table["trainer"]["steps_per_s_median"] / table["naive"]["steps_per_s_median"]},
         "settings": {"seconds": seconds, "repeats": repeats, "env.id": cfg.env.id, "env.vector": cfg.env.vector,
@@ -244,8 +247,11 @@ def format_table(result: dict) -> str:
         row = result["table"][kind]
         frames = f"{row['frames_per_s_median']:,.0f}" if row["frames_per_s_median"] else "n/a"
         lines.append(f"| {kind:8s} | {row['steps_per_s_median']:13,.0f} | {frames:>9s} |")
-    r = result["ratios"]
-    lines.append(f"trainer / ceiling = {r['trainer_over_ceiling']:.2f}   trainer / naive = {r['trainer_over_naive']:.2f}")
+    r, pr = result["ratios"], result["ratios_per_repeat"]
+    fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+    lines.append(f"trainer / ceiling = {r['trainer_over_ceiling']:.2f}   trainer / naive = {r['trainer_over_naive']:.2f}"
+                 f"   (ratios of the medians)")
+    lines.append(f"per repeat: trainer / ceiling {fmt(pr['trainer_over_ceiling'])}; trainer / naive {fmt(pr['trainer_over_naive'])}")
     return "\n".join(lines)
 
 
