@@ -67,6 +67,9 @@ class _TimedGroup:
             self.timer.t0 = time.perf_counter()      # from the first step on: set-up not counted
         self.group.send(actions)
 
+    def cancel(self):
+        self.group.cancel()
+
     def recv(self):
         out = self.group.recv()
         t = self.timer

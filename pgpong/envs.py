@@ -3,7 +3,8 @@
 `reset()` returns one frame per env; `step(actions)` returns frames, rewards and done flags,
 and a done env is reset at once, so its returned frame starts its next episode (the gist's
 `env.reset()` after `done`). `step` is `send(actions)` then `recv()`: between the two the caller
-may work while the emulators run on their own threads (VectorEnvs).
+may work while the emulators run on their own threads (VectorEnvs); `cancel()` drops a step
+sent but not collected (the trainer's exit paths), so a saved emulator is never stepped past it.
 
 - GymEnvs: gymnasium envs stepped one after another (the gist-exact path, `env=pong_v0`), RGB frames.
 - VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators on `num_threads` threads, in

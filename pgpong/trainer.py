@@ -7,7 +7,10 @@ sample for its envs, see pgpong/rollout.py) and restart its emulators; then, whi
 per episode that just finished: gradient, accumulate, log; per batch: update. The actions of
 the step after an episode's end are chosen before that episode is learned from: only the first
 step of the next episode can be acted with pre-update parameters (with diff inputs its x = 0,
-so P(UP) = 0.5 whatever the parameters).
+so P(UP) = 0.5 whatever the parameters). After every group's step: the checkpoint phase
+(every `checkpoint_every` episodes, on a stop signal, at the end), where each group's next
+step is chosen and sent and every finished episode learned, so a checkpoint is one consistent
+state (see `checkpoint_state`).
 """
 import time
 from dataclasses import dataclass, field
