@@ -1,12 +1,21 @@
 """Environment construction: the emulators behind one interface, stepped as a batch.
 
-`reset()` returns one RGB frame per env; `step(actions)` returns frames, rewards and done
-flags, and a done env is reset at once, so its returned frame starts its next episode (the
-gist's `env.reset()` after `done`).
+`reset()` returns one frame per env; `step(actions)` returns frames, rewards and done flags,
+and a done env is reset at once, so its returned frame starts its next episode (the gist's
+`env.reset()` after `done`). `step` is `send(actions)` then `recv()`: between the two the caller
+may work while the emulators run on their own threads (VectorEnvs); `cancel()` drops a step
+sent but not collected (the trainer's exit paths), so a saved emulator is never stepped past it.
+
+- GymEnvs: gymnasium envs stepped one after another (the gist-exact path, `env=pong_v0`), RGB frames.
+- VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators on `num_threads` threads, in
+  synchronous mode (every env steps every call, so runs are deterministic for a seed), grayscale
+  frames (binarized identically: see pgpong/preprocess.py), settings that make each env's episodes
+  those of the gymnasium id (no reward clipping, noop/fire resets, episodic life or max-pooling).
 """
 import gymnasium as gym
 import ale_py
 import numpy as np
+from ale_py.vector_env import AtariVectorEnv
 
 from pgpong.errors import PgpongError
 
@@ -41,9 +50,22 @@ class GymEnvs:
         self.seeds = [int(s) for s in seeds]
         self.num_envs = len(seeds)
         self.last_actions = [0] * self.num_envs   # ALE action sticky actions repeat (0 = NOOP, also after a reset)
+        self.groups = [self]
+        self._actions = None                      # sent, stepped by recv()
 
     def reset(self) -> list[np.ndarray]:
         return [env.reset(seed=seed)[0] for env, seed in zip(self.envs, self.seeds)]
+
+    def send(self, actions) -> None:
+        self._actions = actions
+
+    def recv(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        actions, self._actions = self._actions, None
+        return self.step(actions)
+
+    def cancel(self) -> None:
+        """Forget actions sent but not stepped (the emulators stay where they are)."""
+        self._actions = None
 
     def step(self, actions) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         frames, rewards, dones = [], np.zeros(self.num_envs), np.zeros(self.num_envs, bool)
@@ -131,6 +153,154 @@ def _time_limit(env):
     return None
 
 
-def make_envs(env_cfg, seeds: list[int]) -> GymEnvs:
+def vector_settings(env_cfg) -> dict:
+    """AtariVectorEnv arguments that reproduce the gymnasium id's episodes, or a PgpongError."""
+    try:
+        spec = gym.spec(env_cfg.id)
+    except gym.error.Error as e:
+        raise PgpongError(f"env.id={env_cfg.id}: cannot make it ({e}); try ALE/Pong-v5 or Pong-v0") from None
+    kwargs = dict(spec.kwargs)
+    frameskip = env_cfg.frameskip if env_cfg.frameskip is not None else kwargs.get("frameskip", 4)
+    if not isinstance(frameskip, int):
+        raise PgpongError(f"env.vector=true, env.id={env_cfg.id}: the vector path needs a fixed frameskip "
+                          f"(this id's is random); use env=pong_v0 (env.vector=false) or set env.frameskip")
+    if kwargs.get("obs_type", "rgb") not in ("rgb", "grayscale") or kwargs.get("full_action_space", False):
+        raise PgpongError(f"env.id={env_cfg.id}: the vector path supports the ALE ids with minimal action set")
+    sticky = env_cfg.repeat_action_probability
+    sticky = kwargs.get("repeat_action_probability", 0.25) if sticky is None else sticky
+    max_frames = kwargs.get("max_num_frames_per_episode") or 108_000
+    if env_cfg.max_episode_steps is not None:           # gymnasium's TimeLimit in agent steps, as frames
+        max_frames = min(max_frames, env_cfg.max_episode_steps * frameskip)
+    elif spec.max_episode_steps is not None:
+        max_frames = min(max_frames, spec.max_episode_steps * frameskip)
+    return dict(game=kwargs["game"], frameskip=frameskip, repeat_action_probability=float(sticky),
+                max_num_frames_per_episode=int(max_frames), mode=kwargs.get("mode"),
+                difficulty=kwargs.get("difficulty"))
+
+
+class VectorGroup:
+    """One AtariVectorEnv: `len(seeds)` emulators stepped together on `num_threads` threads."""
+
+    def __init__(self, settings: dict, seeds, num_threads: int):
+        self.seeds = np.asarray(seeds, np.int64)
+        self.num_envs = len(self.seeds)
+        self.env = make_vector(settings, self.num_envs, num_threads)
+        self._pending = False
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self.seeds)
+        return obs[:, 0]                                          # (n, 210, 160) grayscale
+
+    def send(self, actions) -> None:
+        self.env.send(np.asarray(actions, np.int64))
+        self._pending = True
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs, rewards, terminated, truncated, _ = self.env.recv()
+        self._pending = False
+        return obs[:, 0], rewards.astype(np.float64), terminated | truncated
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.send(actions)
+        return self.recv()
+
+    def cancel(self) -> None:
+        """Wait for a step sent but not collected, and drop its results."""
+        if self._pending:
+            self.env.recv()
+            self._pending = False
+
+    def close(self) -> None:
+        self.cancel()                                             # an exception between send and recv
+        self.env.close()
+
+
+class VectorEnvs:
+    """`num_envs` emulators in `groups` AtariVectorEnvs on `num_threads` threads in all.
+
+    With two groups the trainer acts for one group while the other's emulators run, so the
+    act phase (which needs the frames just received) also overlaps emulation. As one batch
+    (reset/send/recv/step) the groups' envs are concatenated in order.
+    """
+
+    def __init__(self, env_cfg, seeds: list[int]):
+        self.settings = vector_settings(env_cfg)
+        if self.settings["mode"] is not None or self.settings["difficulty"] is not None:
+            raise PgpongError(f"env.id={env_cfg.id}: game modes/difficulties are not supported by the vector path")
+        self.num_envs = len(seeds)
+        self.num_threads = env_cfg.num_threads
+        self.env_id = env_cfg.id
+        g = env_cfg.groups
+        if self.num_envs % g:
+            raise PgpongError(f"env.groups={g}: must divide env.num_envs={self.num_envs}")
+        per = self.num_envs // g
+        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], max(1, self.num_threads // g))
+                       for k in range(g)]
+
+    def reset(self) -> np.ndarray:
+        return np.concatenate([grp.reset() for grp in self.groups])
+
+    def reseed(self, seeds) -> None:
+        """Seeds for the next reset (a resumed run's new episodes: emulator states cannot be saved)."""
+        seeds = np.asarray(seeds, np.int64)
+        if len(seeds) != self.num_envs:
+            raise PgpongError(f"env.num_envs={self.num_envs}: got {len(seeds)} seeds")
+        for grp, part in zip(self.groups, np.split(seeds, len(self.groups))):
+            grp.seeds = part
+
+    def send(self, actions) -> None:
+        for grp, a in zip(self.groups, np.split(np.asarray(actions), len(self.groups))):
+            grp.send(a)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outs = [grp.recv() for grp in self.groups]
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.send(actions)
+        return self.recv()
+
+    def describe(self) -> dict:
+        """The settings that define the environment, for the run's params."""
+        s = self.settings
+        spec = gym.spec(self.env_id)
+        return {
+            "env.resolved.id": spec.id,
+            "env.resolved.frameskip": s["frameskip"],
+            "env.resolved.repeat_action_probability": s["repeat_action_probability"],
+            "env.resolved.max_num_frames_per_episode": s["max_num_frames_per_episode"],
+            "env.resolved.max_episode_steps": s["max_num_frames_per_episode"] // s["frameskip"],
+            "env.resolved.num_envs": self.num_envs,
+            "env.resolved.vector": "ale_py.vector_env.AtariVectorEnv (synchronous, autoreset SameStep)",
+            "env.resolved.num_threads": self.num_threads,
+            "env.resolved.groups": len(self.groups),
+            "env.resolved.frames": "grayscale",
+            "env.resolved.ale_py": ale_py.__version__,
+            "env.resolved.gymnasium": gym.__version__,
+        }
+
+    def close(self) -> None:
+        for grp in self.groups:
+            grp.close()
+
+
+def make_vector(settings: dict, num_envs: int, num_threads: int, **overrides) -> AtariVectorEnv:
+    """The raw AtariVectorEnv for resolved settings (also the benchmark's emulator-only ceiling)."""
+    kwargs = dict(
+        num_threads=num_threads,
+        frameskip=settings["frameskip"],
+        repeat_action_probability=settings["repeat_action_probability"],
+        max_num_frames_per_episode=settings["max_num_frames_per_episode"],
+        img_height=210, img_width=160, grayscale=True, stack_num=1, maxpool=False,   # the raw last frame
+        noop_max=0, use_fire_reset=False, episodic_life=False, reward_clipping=False,
+        autoreset_mode="SameStep",      # a done env's returned frame is its next episode's first
+    )
+    kwargs.update(overrides)
+    return AtariVectorEnv(settings["game"], num_envs, **kwargs)
+
+
+def make_envs(env_cfg, seeds: list[int]):
     """The environment adapter the config asks for."""
+    if env_cfg.vector:
+        return VectorEnvs(env_cfg, seeds)
     return GymEnvs(env_cfg, seeds)

@@ -9,6 +9,12 @@ Hs the (T, H) hidden states and dlogit the gradient of the log-likelihood of the
 actions with respect to the logits, already multiplied by the advantage.
 """
 import numpy as np
+import scipy.sparse as sp
+
+try:    # scipy's C++ kernel behind `csr_matrix @ dense`, called without building the matrix object
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:   # pragma: no cover - private scipy API; the public path below gives the same numbers
+    _csr_matvecs = None
 
 UP, DOWN, NOOP = 2, 3, 0
 ACTIONS = {"two": (UP, DOWN), "three": (UP, DOWN, NOOP)}   # env action of each policy output
@@ -80,3 +86,40 @@ def value_backward(Hs: np.ndarray, returns: np.ndarray, v: np.ndarray) -> dict:
     """Ascent direction on -1/2 sum_t (G_t - V_t)^2 for the value head (no gradient into W1)."""
     err = (returns - v).astype(Hs.dtype)   # (T,)
     return {"Wv": Hs.T @ err, "bv": np.asarray(err.sum(), Hs.dtype)}
+
+
+# Batched forward for N envs at once (the fast path's act phase): same math as hidden/probs/sample/dlogp.
+
+def hidden_batch(W1: np.ndarray, indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """h_i = relu(x_i W1) for n sparse inputs in CSR form (indptr (n+1,), cols, vals): (n, H).
+
+    Only the rows of W1 where some x_i != 0 are read (scipy's CSR product); an env with no
+    non-zero input, e.g. on its first step, gets h = 0.
+    """
+    n, (D, H) = len(indptr) - 1, W1.shape
+    data = vals.astype(W1.dtype)
+    if _csr_matvecs is not None and W1.flags.c_contiguous:
+        h = np.zeros((n, H), W1.dtype)                                          # (n, H)
+        _csr_matvecs(n, D, H, np.asarray(indptr, np.int32), np.asarray(cols, np.int32), data, W1, h)
+    else:
+        h = np.asarray(sp.csr_matrix((data, cols, indptr), shape=(n, D)) @ W1)   # (n, H)
+    return np.maximum(h, 0, out=h)
+
+
+def sample_batch(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+    """Sampled output index per env, (n,): `sample` for each row, from one draw of n uniforms."""
+    n = p.shape[0]
+    u = rng.random(n).astype(p.dtype)   # `sample` compares a Python float with p in p's precision
+    if p.ndim == 1:
+        return (u >= p).astype(np.intp)
+    a = (np.cumsum(p, axis=1) <= u[:, None]).sum(axis=1)
+    return np.minimum(a, p.shape[1] - 1)
+
+
+def dlogp_batch(p: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """d log pi(a_i) / d logit_i per env: (n,) for two actions, (n, 3) for three."""
+    if p.ndim == 1:
+        return (a == 0).astype(p.dtype) - p
+    g = -p
+    g[np.arange(len(a)), a] += 1.0
+    return g

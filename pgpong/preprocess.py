@@ -7,6 +7,15 @@ import numpy as np
 
 FRAME_HEIGHT, FRAME_WIDTH = 210, 160
 BACKGROUND_RED = (144, 109)   # the two background colours' red channel
+# ALE's grayscale is round(0.2989 r + 0.587 g + 0.114 b) of the NTSC palette colour. Pong draws
+# nine colours: in play 0x904811 (red 144, gray 87: the background), 0xd5824a, 0x5cba5c, 0xececec
+# and 0x000000; on the first frame of every episode (after a reset) 0x6d762b (red 109, gray 107:
+# the gist's second background), 0x355f18, 0x656fe4, 0xd2b656. Their nine grays are distinct, and
+# gray is 87 or 107 exactly for red 144 or 109, so on Pong's frames `gray not in (87, 107)` is the
+# gist's channel-0 rule (tests/test_preprocess_frames.py records the colours of ~1,500 real
+# frames of two games, reset frames included, and checks it). It is not a rule for any palette: gray 107 is
+# also three other colours that Pong never draws.
+BACKGROUND_GRAY = (87, 107)
 
 
 def crop_shape(crop) -> tuple[int, int]:
@@ -31,6 +40,62 @@ def binarize(frame: np.ndarray, crop) -> np.ndarray:
     """(210, 160, 3) uint8 RGB frame -> (rows*cols,) uint8 in {0, 1}: background 0, rest 1."""
     red = frame[crop.top:crop.bottom:crop.stride, crop.left:crop.right:crop.stride, 0]
     return ((red != BACKGROUND_RED[0]) & (red != BACKGROUND_RED[1])).astype(np.uint8).ravel()
+
+
+def crop_window(crop) -> tuple[slice, slice]:
+    """(row slice, column slice) of the crop, resolved once (config attribute access is slow)."""
+    return slice(crop.top, crop.bottom, crop.stride), slice(crop.left, crop.right, crop.stride)
+
+
+def binarize_batch(frames, window: tuple[slice, slice]) -> np.ndarray:
+    """(N, 210, 160, 3) RGB or (N, 210, 160) ALE-grayscale uint8 frames -> (N, rows*cols) uint8 in {0, 1}.
+
+    window: `crop_window(crop)`. RGB uses the gist's channel-0 rule (`binarize`); grayscale its
+    equivalent on Pong's colours (see BACKGROUND_GRAY).
+    """
+    frames = np.asarray(frames)
+    rows, cols = window
+    if frames.ndim == 4:
+        red = frames[:, rows, cols, 0]
+        fg = ((red != BACKGROUND_RED[0]) & (red != BACKGROUND_RED[1])).view(np.uint8)
+    else:
+        window = frames[:, rows, cols]
+        fg = ((window != BACKGROUND_GRAY[0]) & (window != BACKGROUND_GRAY[1])).view(np.uint8)
+    return fg.reshape(len(frames), -1)
+
+
+def batch_input(cur: np.ndarray, prev: np.ndarray, has_prev: np.ndarray, kind: str) -> np.ndarray:
+    """(N, D) int8 network inputs of N envs from binarized frames (N, F); `sparse_input` for all at once.
+
+    has_prev: (N,) False on an env's first step of an episode (its prev row is then ignored).
+    """
+    if kind == "diff":
+        x = cur.view(np.int8) - prev.view(np.int8)
+        x[~has_prev] = 0
+        return x
+    if kind == "raw":
+        return cur.view(np.int8)
+    if kind == "stack":
+        return np.concatenate([cur, prev * has_prev[:, None].view(np.uint8)], axis=1).view(np.int8)
+    raise ValueError(f"unknown input kind {kind!r}")
+
+
+def sparse_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-zeros of an (N, D) int8 input matrix in CSR form: indptr (N+1,), cols (K,) int32, vals (K,) int8.
+
+    Scans 8 bytes at a time (inputs are ~99% zeros), then the bytes of the non-zero words.
+    """
+    n, D = x.shape
+    flat = x.reshape(-1)
+    if flat.size % 8 == 0 and flat.flags.c_contiguous:
+        words = np.flatnonzero(flat.view(np.uint64))
+        cand = (words[:, None] * 8 + np.arange(8)).ravel()
+        nz = cand[flat[cand] != 0]
+    else:
+        nz = np.flatnonzero(flat)
+    rows, cols = np.divmod(nz, D)
+    indptr = np.searchsorted(rows, np.arange(n + 1))
+    return indptr, cols.astype(np.int32), flat[nz]
 
 
 def sparse_input(cur: np.ndarray, prev: np.ndarray | None, kind: str) -> tuple[np.ndarray, np.ndarray]:

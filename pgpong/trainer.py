@@ -1,8 +1,16 @@
 """The training loop: rollout -> episode gradient -> update every batch_size episodes -> log.
 
 `train` receives its collaborators (envs, tracker, rng, callbacks) and returns a summary; it
-never imports MLflow or Optuna. Phases per step: act (forward + sample for every env), step
-the emulators, record; per finished episode: gradient, accumulate, log; per batch: update.
+never imports MLflow or Optuna. The envs come in groups (one, or two for the vector path)
+stepped in turn; per group and step: collect its frames, rewards and dones; act (forward +
+sample for its envs, see pgpong/rollout.py) and restart its emulators; then, while they run,
+per episode that just finished: gradient, accumulate, log; per batch: update. The actions of
+the step after an episode's end are chosen before that episode is learned from: only the first
+step of the next episode can be acted with pre-update parameters (with diff inputs its x = 0,
+so P(UP) = 0.5 whatever the parameters). After every group's step: the checkpoint phase
+(every `checkpoint_every` episodes, on a stop signal, at the end), where each group's next
+step is chosen and sent and every finished episode learned, so a checkpoint is one consistent
+state (see `checkpoint_state`).
 """
 import time
 from dataclasses import dataclass, field
@@ -14,23 +22,10 @@ from omegaconf import OmegaConf
 from pgpong import checkpoint, optim, policy
 from pgpong.errors import Diverged, Interrupted, PgpongError
 from pgpong.gradient import episode_gradient, episode_matrix
-from pgpong.preprocess import binarize, input_size, sparse_input
+from pgpong.preprocess import binarize, input_size
 from pgpong.progress import Progress
 from pgpong.returns import running_mean
-
-
-@dataclass
-class EpisodeBuffer:
-    """What one env's current episode needs for its gradient, kept compact (sparse inputs)."""
-    idx: list = field(default_factory=list)       # per step: (k,) int32 non-zero input indices
-    val: list = field(default_factory=list)       # per step: (k,) int8 values in {-1, +1}
-    hs: list = field(default_factory=list)        # per step: (H,) hidden state at acting time
-    dlogps: list = field(default_factory=list)    # per step: scalar or (3,) d log pi / d logit
-    p_up: list = field(default_factory=list)      # per step: P(UP)
-    rewards: list = field(default_factory=list)   # per step: reward after the action
-
-    def __len__(self) -> int:
-        return len(self.rewards)
+from pgpong.rollout import Episode, EpisodeBuffer, Rollout
 
 
 @dataclass
@@ -47,8 +42,9 @@ class TrainState:
     batch_steps: int = 0
     batch_p_up: float = 0.0   # sum of P(UP) over the batch's steps
     batch_value_loss: float = 0.0
+    batch_stale_steps: int = 0   # steps in the batch acted with parameters older than the current ones
     rewards: list = field(default_factory=list)   # every episode's reward, in order
-    rollout: tuple | None = None   # (bufs, cur, prev) of unfinished episodes, when restored from a checkpoint
+    live: "Live | None" = None   # the rollouts a checkpoint restored, taken over by the next train()
 
 
 def new_state(cfg, rng: np.random.Generator) -> TrainState:
@@ -69,7 +65,7 @@ def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
     D = state.params["W1"].shape[0]
     dtype = state.params["W1"].dtype
     X = episode_matrix(buf.idx, buf.val, D, dtype)                  # (T, D) sparse
-    Hs = np.vstack(buf.hs)                                           # (T, H)
+    Hs = buf.hs                                                      # (T, H)
     dlogps = np.asarray(buf.dlogps, dtype)                           # (T,) or (T, 3)
     rewards = np.asarray(buf.rewards, np.float64)                    # (T,)
     grads, info = episode_gradient(state.params, X, Hs, dlogps, rewards, cfg.gamma, cfg.baseline.kind)
@@ -83,6 +79,7 @@ def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
     state.batch_episodes += 1
     state.batch_steps += len(buf)
     state.batch_p_up += float(np.sum(buf.p_up))
+    state.batch_stale_steps += int(np.count_nonzero(buf.version < state.updates))
     state.batch_value_loss += info.get("value_loss", 0.0)
     return {"episode/reward": reward, "episode/running_reward": state.running, "episode/length": len(buf)}
 
@@ -94,12 +91,13 @@ def update(cfg, state: TrainState) -> dict:
     check_finite(state.episode, {f"weights {k} after update {state.updates + 1}": w for k, w in params.items()})
     state.params, state.opt_state = params, opt_state
     stats = {"train/grad_norm": grad_norm, "train/p_up_mean": state.batch_p_up / max(state.batch_steps, 1),
-             "train/update": state.updates + 1}
+             "train/update": state.updates + 1,
+             "train/stale_step_fraction": state.batch_stale_steps / max(state.batch_steps, 1)}
     if cfg.baseline.kind == "value":
         stats["train/value_loss"] = state.batch_value_loss / max(state.batch_episodes, 1)
     state.updates += 1
     state.grad_buffer = {k: np.zeros_like(v) for k, v in state.params.items()}
-    state.batch_episodes = state.batch_steps = 0
+    state.batch_episodes = state.batch_steps = state.batch_stale_steps = 0
     state.batch_p_up = state.batch_value_loss = 0.0
     return stats
 
@@ -114,53 +112,101 @@ def check_finite(episode: int, arrays: dict) -> None:
 
 # --- checkpoints: everything needed to continue as if never stopped -------------------------
 
-CKPT_VERSION = 1
+CKPT_VERSION = 2
 SHAPE_KEYS = ("H", "dtype", "crop", "input.kind", "actions.kind", "baseline.kind", "optim.name", "env", "seed")
+EPISODE_FIELDS = ("hs", "dlogps", "p_up", "rewards", "version")
 
 
-def start_rollout(cfg, envs, state: TrainState):
-    """(bufs, cur, prev): the restored unfinished episodes, or fresh ones from envs.reset()."""
-    if state.rollout is not None:
-        rollout, state.rollout = state.rollout, None
-        return rollout
-    n = envs.num_envs
-    return [EpisodeBuffer() for _ in range(n)], [binarize(f, cfg.crop) for f in envs.reset()], [None] * n
+@dataclass
+class Live:
+    """The rollout side of training, as a checkpoint sees it between two steps.
+
+    rollouts: per env group, its Rollout (frames and episodes in flight); sent: per group, the
+    env actions already chosen and sent for the next step (None: not chosen yet); leftover:
+    episodes that finished in the step that reached the target count, not learned from (a
+    longer run resumed from the end checkpoint learns them first, as an uninterrupted run would).
+    """
+    rollouts: list
+    sent: list
+    leftover: list = field(default_factory=list)
 
 
-def checkpoint_state(cfg, state: TrainState, rng: np.random.Generator, envs, rollout) -> tuple[dict, dict]:
-    """(arrays, meta) holding weights, optimizer, batch gradient, counters, RNGs, emulators, rollouts."""
+def start_rollout(cfg, envs, state: TrainState) -> Live:
+    """The restored rollouts, or fresh ones: every group's emulators reset, nothing chosen yet."""
+    if state.live is not None:
+        live, state.live = state.live, None
+        return live
+    dtype = state.params["W1"].dtype if state.params else np.dtype(cfg.dtype)
+    return Live([Rollout(cfg, g.reset(), cfg.H, dtype) for g in envs.groups], [None] * len(envs.groups))
+
+
+def _pack_episode(arrays: dict, prefix: str, ep: Episode) -> None:
+    arrays[prefix + "idx"], arrays[prefix + "idx_off"] = checkpoint.pack_ragged(list(ep.idx), np.int32)
+    arrays[prefix + "val"], _ = checkpoint.pack_ragged(list(ep.val), np.int8)
+    for k in EPISODE_FIELDS:
+        arrays[prefix + k] = np.asarray(getattr(ep, k))
+
+
+def _unpack_episode(arrays: dict, prefix: str, params: dict, path) -> Episode:
+    """One saved episode, every array's shape and dtype checked against the config."""
+    D, H = params["W1"].shape
+    dtype, three = params["W1"].dtype, params["W2"].ndim == 2
+    if prefix + "rewards" not in arrays or arrays[prefix + "rewards"].ndim != 1:
+        raise PgpongError(f"{path}: no episode {prefix.rstrip('.')}")
+    T = arrays[prefix + "rewards"].shape[0]
+    checkpoint.expect(arrays, {prefix + "idx_off": ((T + 1,), np.int64), prefix + "hs": ((T, H), dtype),
+                               prefix + "dlogps": (((T, 3) if three else (T,)), dtype),
+                               prefix + "p_up": ((T,), dtype), prefix + "rewards": ((T,), np.float64),
+                               prefix + "version": ((T,), np.int64)}, path)
+    idx_flat, val_flat = arrays[prefix + "idx"], arrays[prefix + "val"]
+    checkpoint.expect(arrays, {prefix + "idx": (idx_flat.shape, np.int32), prefix + "val": (idx_flat.shape, np.int8)},
+                      path)
+    if idx_flat.ndim != 1 or (idx_flat.size and (idx_flat.min() < 0 or idx_flat.max() >= D)):
+        raise PgpongError(f"{path}: {prefix}idx holds input indices outside 0..{D - 1}")
+    return Episode(idx=checkpoint.unpack_ragged(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx"),
+                   val=checkpoint.unpack_ragged(val_flat, arrays[prefix + "idx_off"], path, prefix + "val"),
+                   **{k: _fresh(arrays[prefix + k]) for k in EPISODE_FIELDS})
+
+
+def checkpoint_state(cfg, state: TrainState, rng: np.random.Generator, envs, live: Live) -> tuple[dict, dict]:
+    """(arrays, meta) holding weights, optimizer, batch gradient, counters, RNGs, emulators, rollouts.
+
+    The episodes in flight, their frames and the actions sent for the next step are saved only
+    with emulators that can be saved (`envs.snapshot()`, the gymnasium path): AtariVectorEnv's
+    cannot, so there a resumed run starts new episodes on every env.
+    """
     arrays = {f"param.{k}": v for k, v in state.params.items()}
     arrays.update({f"opt.{k}": v for k, v in state.opt_state.items()})
     arrays.update({f"grad.{k}": v for k, v in state.grad_buffer.items()})
     arrays["rewards"] = np.asarray(state.rewards, np.float64)                    # (episodes,)
-    bufs, cur, prev = rollout
-    H, dtype = state.params["W1"].shape[1], state.params["W1"].dtype
-    three = state.params["W2"].ndim == 2
-    for i, b in enumerate(bufs):
-        arrays[f"env{i}.idx"], arrays[f"env{i}.idx_off"] = checkpoint.pack_ragged(b.idx, np.int32)
-        arrays[f"env{i}.val"], _ = checkpoint.pack_ragged(b.val, np.int8)
-        arrays[f"env{i}.hs"] = np.asarray(b.hs, dtype).reshape(len(b), H)                        # (T, H)
-        arrays[f"env{i}.dlogps"] = np.asarray(b.dlogps, dtype).reshape((len(b), 3) if three else (len(b),))
-        arrays[f"env{i}.p_up"] = np.asarray(b.p_up, np.float64)                                 # (T,)
-        arrays[f"env{i}.rewards"] = np.asarray(b.rewards, np.float64)                           # (T,)
-        arrays[f"env{i}.cur"] = cur[i]
-        if prev[i] is not None:
-            arrays[f"env{i}.prev"] = prev[i]
+    for j, ep in enumerate(live.leftover):
+        _pack_episode(arrays, f"left{j}.", ep)
     env_meta = None
     if hasattr(envs, "snapshot"):
         env_arrays, env_meta = envs.snapshot()
         arrays.update(env_arrays)
+        first = 0
+        for k, (ro, sent) in enumerate(zip(live.rollouts, live.sent)):
+            arrays[f"group{k}.cur"], arrays[f"group{k}.prev"] = ro.cur, ro.prev        # (n, F) uint8
+            arrays[f"group{k}.has_prev"] = ro.has_prev                                # (n,) bool
+            if sent is not None:
+                arrays[f"group{k}.actions"] = np.asarray(sent, np.int64)              # (n,)
+            for i, ep in enumerate(ro.in_flight()):
+                _pack_episode(arrays, f"env{first + i}.", ep)
+            first += ro.n
     meta = {"kind": "checkpoint", "version": CKPT_VERSION, "config": OmegaConf.to_container(cfg, resolve=True),
             "episode": state.episode, "steps": state.steps, "updates": state.updates, "running": state.running,
             "batch_episodes": state.batch_episodes, "batch_steps": state.batch_steps,
             "batch_p_up": state.batch_p_up, "batch_value_loss": state.batch_value_loss,
-            "rng": rng.bit_generator.state, "num_envs": len(bufs), "envs": env_meta}
+            "batch_stale_steps": state.batch_stale_steps, "leftover": len(live.leftover),
+            "rng": rng.bit_generator.state, "num_envs": sum(ro.n for ro in live.rollouts),
+            "groups": [ro.n for ro in live.rollouts], "envs": env_meta}
     return arrays, meta
 
 
-def write_checkpoint(cfg, state: TrainState, rng, envs, rollout, folder, extra_meta: dict | None = None) -> Path:
+def write_checkpoint(cfg, state: TrainState, rng, envs, live: Live, folder, extra_meta: dict | None = None) -> Path:
     """One atomic checkpoint file in `folder`; only the newest cfg.checkpoint_keep are kept."""
-    arrays, meta = checkpoint_state(cfg, state, rng, envs, rollout)
+    arrays, meta = checkpoint_state(cfg, state, rng, envs, live)
     meta.update(extra_meta or {})
     path = checkpoint.save(checkpoint.checkpoint_path(folder, state.episode, state.steps), arrays, meta)
     checkpoint.prune(folder, cfg.checkpoint_keep)
@@ -172,6 +218,8 @@ def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs,
 
     Every array is checked against the shapes this config needs, so a file from another
     config (or a crafted one) gives an error naming what differs instead of a silent broadcast.
+    Emulators without `restore` (the vector path) are reseeded from (seed, steps) and start new
+    episodes: the episodes that were in flight are not continued.
     """
     if meta.get("kind") != "checkpoint":
         raise PgpongError(f"{path}: a {meta.get('kind', 'unknown')!r} file, not a training checkpoint "
@@ -193,24 +241,33 @@ def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs,
             running=None if meta["running"] is None else float(meta["running"]),
             batch_episodes=int(meta["batch_episodes"]), batch_steps=int(meta["batch_steps"]),
             batch_p_up=float(meta["batch_p_up"]), batch_value_loss=float(meta["batch_value_loss"]),
+            batch_stale_steps=int(meta["batch_stale_steps"]),
             rewards=[float(r) for r in arrays["rewards"]])
         rng_state = meta["rng"]
-        n = int(meta["num_envs"])
+        n, sizes, n_left = int(meta["num_envs"]), [int(x) for x in meta["groups"]], int(meta["leftover"])
     except (KeyError, TypeError, ValueError) as e:
         raise PgpongError(f"{path}: checkpoint metadata is incomplete ({type(e).__name__}: {e})") from None
     if arrays["rewards"].shape != (state.episode,):
         raise PgpongError(f"{path}: rewards has shape {arrays['rewards'].shape} for {state.episode} episodes")
     if n != envs.num_envs:
         raise PgpongError(f"{path}: saved with env.num_envs={n}, this run has {envs.num_envs}")
-    state.rollout = _restore_rollout(cfg, arrays, ref.params, n, path)
+    leftover = [_unpack_episode(arrays, f"left{j}.", ref.params, path) for j in range(n_left)]
     try:
         rng.bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as e:
         raise PgpongError(f"{path}: random generator state unusable ({e})") from None
     if meta.get("envs") is not None and hasattr(envs, "restore"):
+        if sizes != [g.num_envs for g in envs.groups]:
+            raise PgpongError(f"{path}: saved with env groups of {sizes} envs, this run has "
+                              f"{[g.num_envs for g in envs.groups]}")
+        live = _restore_rollouts(cfg, arrays, ref.params, sizes, path)
         envs.restore(arrays, meta["envs"])
-    else:   # no emulator state (an adapter without snapshots): unfinished episodes start over
-        state.rollout = start_rollout(cfg, envs, TrainState(params={}, opt_state={}, grad_buffer={}))
+    else:   # no emulator state (AtariVectorEnv): new episodes on fresh seeds, derived from (seed, steps)
+        if hasattr(envs, "reseed"):
+            envs.reseed(np.random.default_rng([cfg.seed, state.steps]).integers(0, 2**31 - 1, size=n).tolist())
+        live = start_rollout(cfg, envs, TrainState(params=state.params, opt_state={}, grad_buffer={}))
+    live.leftover = leftover
+    state.live = live
     return state
 
 
@@ -226,37 +283,24 @@ def _fresh(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _restore_rollout(cfg, arrays: dict, params: dict, n: int, path):
-    """Per-env EpisodeBuffers and current/previous frames, each array checked."""
-    D, H = params["W1"].shape
-    dtype, three = params["W1"].dtype, params["W2"].ndim == 2
+def _restore_rollouts(cfg, arrays: dict, params: dict, sizes: list, path) -> Live:
+    """Per group: its Rollout (frames, episodes in flight) and the actions sent, each array checked."""
     F = binarize(np.zeros((210, 160, 3), np.uint8), cfg.crop).size
-    bufs, cur, prev = [], [], []
-    for i in range(n):
-        p = f"env{i}."
-        if p + "rewards" not in arrays or arrays[p + "rewards"].ndim != 1:
-            raise PgpongError(f"{path}: no episode buffer for env {i}")
-        T = arrays[p + "rewards"].shape[0]
-        checkpoint.expect(arrays, {p + "idx_off": ((T + 1,), np.int64), p + "hs": ((T, H), dtype),
-                                   p + "dlogps": (((T, 3) if three else (T,)), dtype),
-                                   p + "p_up": ((T,), np.float64), p + "cur": ((F,), np.uint8)}, path)
-        idx_flat, val_flat = arrays[p + "idx"], arrays[p + "val"]
-        checkpoint.expect(arrays, {p + "idx": (idx_flat.shape, np.int32), p + "val": (idx_flat.shape, np.int8)}, path)
-        if idx_flat.ndim != 1 or (idx_flat.size and (idx_flat.min() < 0 or idx_flat.max() >= D)):
-            raise PgpongError(f"{path}: {p}idx holds input indices outside 0..{D - 1}")
-        b = EpisodeBuffer()
-        b.idx = checkpoint.unpack_ragged(idx_flat, arrays[p + "idx_off"], path, p + "idx")
-        b.val = checkpoint.unpack_ragged(val_flat, arrays[p + "idx_off"], path, p + "val")
-        b.hs = list(_fresh(arrays[p + "hs"]))
-        b.dlogps = list(arrays[p + "dlogps"])
-        b.p_up = [float(x) for x in arrays[p + "p_up"]]
-        b.rewards = [float(x) for x in arrays[p + "rewards"]]
-        bufs.append(b)
-        cur.append(arrays[p + "cur"])
-        if p + "prev" in arrays:
-            checkpoint.expect(arrays, {p + "prev": ((F,), np.uint8)}, path)
-        prev.append(arrays.get(p + "prev"))
-    return bufs, cur, prev
+    rollouts, sent, first = [], [], 0
+    for k, n in enumerate(sizes):
+        g = f"group{k}."
+        checkpoint.expect(arrays, {g + "cur": ((n, F), np.uint8), g + "prev": ((n, F), np.uint8),
+                                   g + "has_prev": ((n,), np.bool_)}, path)
+        episodes = [_unpack_episode(arrays, f"env{first + i}.", params, path) for i in range(n)]
+        rollouts.append(Rollout.resume(cfg, arrays[g + "cur"], arrays[g + "prev"], arrays[g + "has_prev"],
+                                       episodes, params["W1"].shape[1], params["W1"].dtype))
+        if g + "actions" in arrays:
+            checkpoint.expect(arrays, {g + "actions": ((n,), np.int64)}, path)
+            sent.append(_fresh(arrays[g + "actions"]))
+        else:
+            sent.append(None)
+        first += n
+    return Live(rollouts, sent)
 
 
 def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), state: TrainState | None = None,
@@ -269,66 +313,78 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
     out_dir = Path(out_dir)
     state = state or new_state(cfg, rng)
     progress = progress or Progress(cfg.episodes, cfg.log_every_s)
-    outputs = policy.ACTIONS[cfg.actions.kind]
-    n = envs.num_envs
-    bufs, cur, prev = start_rollout(cfg, envs, state)
-    start, start_steps = time.monotonic(), state.steps
+    groups = envs.groups       # stepped in turn: learning and acting for one overlap the others' emulation
+    live = start_rollout(cfg, envs, state)
+    rollouts, sent = live.rollouts, live.sent
+    episodes, batch_size, checkpoint_every = cfg.episodes, cfg.batch_size, cfg.checkpoint_every   # plain ints:
+    start, start_steps = time.monotonic(), state.steps                                           # config reads are slow
     ckpt_dir, ckpt_due, ckpt_steps = out_dir / "checkpoints", False, state.steps
 
-    while state.episode < cfg.episodes:
-        # act: forward pass and sampling for every env
-        W1, W2 = state.params["W1"], state.params["W2"]
-        actions = []
-        for i in range(n):
-            idx, val = sparse_input(cur[i], prev[i], cfg.input.kind)
-            h = policy.hidden(W1, idx, val)                        # (H,)
-            p = policy.probs(W2, h)                                # () or (3,)
-            a = policy.sample(rng, p)
-            b = bufs[i]
-            b.idx.append(idx)
-            b.val.append(val)
-            b.hs.append(h)
-            b.dlogps.append(policy.dlogp(p, a))
-            b.p_up.append(float(p) if p.ndim == 0 else float(p[0]))
-            actions.append(outputs[a])
+    def learn(finished) -> bool:
+        """Gradient of each finished episode into the batch, update every batch_size episodes, log.
 
-        # step the emulators
-        frames, rewards, dones = envs.step(actions)
-        state.steps += n
-
-        # record; finish episodes; update every batch_size episodes
-        for i in range(n):
-            bufs[i].rewards.append(rewards[i])
-            prev[i] = None if dones[i] else cur[i]
-            cur[i] = binarize(frames[i], cfg.crop)
-            if not dones[i] or state.episode >= cfg.episodes:
-                continue
-            metrics = finish_episode(cfg, state, bufs[i])
-            bufs[i] = EpisodeBuffer()
+        Episodes past the target count go to live.leftover; returns whether a checkpoint is due.
+        """
+        due = False
+        for j, buf in enumerate(finished):
+            if state.episode >= episodes:
+                live.leftover.extend(finished[j:])
+                break
+            metrics = finish_episode(cfg, state, buf)
             elapsed = time.monotonic() - start
             steps_per_s = (state.steps - start_steps) / max(elapsed, 1e-9)
-            if state.batch_episodes == cfg.batch_size:
+            if state.batch_episodes == batch_size:
                 metrics.update(update(cfg, state))
             metrics["time/steps_per_s"] = steps_per_s
             tracker.log_metrics(metrics, step=state.episode)
             progress.update(state.episode, state.running, steps_per_s, elapsed)
-            if state.episode % cfg.checkpoint_every == 0:
-                ckpt_due = True
+            due |= state.episode % checkpoint_every == 0
             for cb in callbacks:
                 cb(state.episode, metrics)
+        return due
 
-        # checkpoint phase: after a whole step, where every env's rollout is consistent
-        reason = stop() if stop is not None else None
-        if ckpt_due or reason:
-            save_model(out_dir / "model.npz", cfg, state)
-            ckpt = write_checkpoint(cfg, state, rng, envs, (bufs, cur, prev), ckpt_dir, ckpt_meta)
-            ckpt_due, ckpt_steps = False, state.steps
-            if reason:
-                progress.close()
-                raise Interrupted(reason, state.episode, str(ckpt))
+    try:
+        for k, (g, ro) in enumerate(zip(groups, rollouts)):   # every group acts on its first frames
+            if sent[k] is None:                                # (a restored step was chosen already)
+                sent[k] = ro.act(state.params, rng, state.updates)
+                ro.record_acts()
+            g.send(sent[k])
+        leftover, live.leftover = live.leftover, []
+        ckpt_due = learn(leftover)                             # a resumed run's episodes still to learn
 
-    if ckpt_steps != state.steps:   # the end state, so a longer run can resume from it
-        write_checkpoint(cfg, state, rng, envs, (bufs, cur, prev), ckpt_dir, ckpt_meta)
+        while state.episode < episodes:
+            for k, (g, ro) in enumerate(zip(groups, rollouts)):
+                if state.episode >= episodes:
+                    break
+                # step: collect the group's frames, rewards and done flags; close its finished episodes
+                frames, rewards, dones = g.recv()
+                state.steps += ro.n
+                finished = ro.record_step(frames, rewards, dones)
+
+                # act: batched forward pass and sampling for the group's envs, then restart its emulators
+                sent[k] = ro.act(state.params, rng, state.updates)
+                g.send(sent[k])
+                ro.record_acts()
+
+                # learn while the emulators run
+                ckpt_due |= learn([buf for _, buf in finished])
+
+            # checkpoint phase: after every group's step, where the rollouts are consistent
+            # (each group's next step chosen and sent, its row recorded, its finished episodes learned)
+            reason = stop() if stop is not None else None
+            if ckpt_due or reason:
+                save_model(out_dir / "model.npz", cfg, state)
+                ckpt = write_checkpoint(cfg, state, rng, envs, live, ckpt_dir, ckpt_meta)
+                ckpt_due, ckpt_steps = False, state.steps
+                if reason:
+                    progress.close()
+                    raise Interrupted(reason, state.episode, str(ckpt))
+
+        if ckpt_steps != state.steps:   # the end state, so a longer run can resume from it
+            write_checkpoint(cfg, state, rng, envs, live, ckpt_dir, ckpt_meta)
+    finally:
+        for g in groups:                                  # steps sent but not collected: dropped
+            g.cancel()
     progress.close()
     elapsed = time.monotonic() - start
     model_path = save_model(out_dir / "model.npz", cfg, state)

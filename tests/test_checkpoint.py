@@ -16,7 +16,7 @@ from pgpong.tracking import NullTracker
 from pgpong.trainer import checkpoint_state, new_state, restore_state
 from pgpong.envs import make_envs
 
-CFG = ["H=8", "env.max_episode_steps=60", "tracking=none"]
+CFG = ["H=8", "env.max_episode_steps=60", "tracking=none", "env.vector=false"]   # the gymnasium path saves every part
 
 
 @pytest.fixture

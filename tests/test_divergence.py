@@ -14,10 +14,11 @@ from pgpong.trainer import train
 HUGE = ["H=8", "batch_size=2", "env.max_episode_steps=250", "lr=1e38", "episodes=30", "checkpoint_every=1"]
 
 
-def test_a_huge_learning_rate_raises_diverged_naming_what_went_bad(tmp_path):
-    cfg = compose_cfg(HUGE + ["tracking=none"])
+@pytest.mark.parametrize("path", [["env.num_envs=2"], ["env.vector=false", "env.num_envs=1"]], ids=["vector", "gym"])
+def test_a_huge_learning_rate_raises_diverged_naming_what_went_bad(tmp_path, path):
+    cfg = compose_cfg(HUGE + path + ["tracking=none"])
     rng = np.random.default_rng(cfg.seed)
-    envs = make_envs(cfg.env, [3])
+    envs = make_envs(cfg.env, [3, 4][:cfg.env.num_envs])
     with pytest.raises(Diverged, match=r"diverged at episode \d+: .* holds NaN or inf") as e:
         train(cfg, envs, NullTracker(), rng, tmp_path)
     envs.close()
@@ -28,7 +29,8 @@ def test_a_huge_learning_rate_raises_diverged_naming_what_went_bad(tmp_path):
 
 
 def test_a_diverged_run_is_failed_in_mlflow_with_the_reason_and_a_one_line_error(tmp_path):
-    r = run_cli(HUGE, cwd=tmp_path)
+    # the default (vector) path; two envs end episodes 1-2 together (checkpoint), 3-4 (update: NaN)
+    r = run_cli(HUGE + ["env.num_envs=2", "batch_size=4"], cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: diverged at episode") and "last good checkpoint is kept" in last

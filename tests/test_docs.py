@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -258,7 +259,7 @@ def test_batch_gradient_is_the_sum_of_its_episode_gradients(cfg_factory):
     D = state.params["W1"].shape[0]
     expected = {k: np.zeros_like(v, np.float64) for k, v in state.params.items()}
     for T in (5, 9):
-        buf = trainer.EpisodeBuffer()
+        buf = SimpleNamespace(idx=[], val=[], hs=[], dlogps=[], p_up=[], rewards=[])
         frames = (rng.random((T + 1, D)) < 0.2).astype(np.uint8)
         for t in range(T):
             idx, val = sparse_input(frames[t + 1], frames[t], cfg.input.kind)
@@ -274,7 +275,10 @@ def test_batch_gradient_is_the_sum_of_its_episode_gradients(cfg_factory):
                                     np.asarray(buf.rewards), cfg.gamma, cfg.baseline.kind)
         for k in expected:
             expected[k] += grads[k]
-        trainer.finish_episode(cfg, state, buf)
+        dtype = state.params["W1"].dtype
+        trainer.finish_episode(cfg, state, trainer.EpisodeBuffer(
+            idx=buf.idx, val=buf.val, hs=np.vstack(buf.hs), dlogps=np.asarray(buf.dlogps, dtype),
+            p_up=np.asarray(buf.p_up, dtype), rewards=np.asarray(buf.rewards), version=np.zeros(T, np.int64)))
     for k in expected:
         np.testing.assert_allclose(state.grad_buffer[k], expected[k], rtol=1e-5, atol=1e-7, err_msg=k)
     norm = np.sqrt(sum(float(np.sum(g ** 2)) for g in expected.values()))

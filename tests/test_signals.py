@@ -13,6 +13,8 @@ from pgpong import checkpoint
 
 ARGS = ["H=8", "batch_size=3", "env.max_episode_steps=250", "checkpoint_every=1000", "seed=2",
         "tracking.flush_every_s=0.5", "log_every_s=0.2"]
+# the default vector path (AtariVectorEnv, two emulators to keep it quick) and the gymnasium path
+PATHS = {"vector": ["env.num_envs=2"], "gym": ["env.vector=false", "env.num_envs=1"]}
 
 
 def start(args, cwd):
@@ -40,9 +42,10 @@ def only_run(cwd):
     return runs[0]
 
 
+@pytest.mark.parametrize("path", ["vector", "gym"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_writes_a_checkpoint_marks_the_run_killed_and_exits_with_one_line(tmp_path, sig):
-    proc = start(ARGS + ["episodes=100000"], tmp_path)
+def test_a_signal_writes_a_checkpoint_marks_the_run_killed_and_exits_with_one_line(tmp_path, sig, path):
+    proc = start(ARGS + PATHS[path] + ["episodes=100000"], tmp_path)
     wait_for_episode(proc, 2)
     t0 = time.monotonic()
     proc.send_signal(sig)
@@ -66,7 +69,7 @@ def test_a_signal_writes_a_checkpoint_marks_the_run_killed_and_exits_with_one_li
 
 
 def test_resuming_a_killed_run_by_its_id_continues_it_to_the_uninterrupted_result(tmp_path):
-    proc = start(ARGS + ["episodes=8"], tmp_path)
+    proc = start(ARGS + PATHS["gym"] + ["episodes=8"], tmp_path)
     wait_for_episode(proc, 3)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
@@ -81,7 +84,7 @@ def test_resuming_a_killed_run_by_its_id_continues_it_to_the_uninterrupted_resul
     assert run.info.status == "FINISHED" and run.data.tags["resume_count"] == "1"
     history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "episode/reward")
     assert [m.step for m in history] == list(range(1, 9))
-    straight = subprocess.run([sys.executable, "-m", "pgpong.run", *ARGS, "episodes=8", "tracking=none"],
+    straight = subprocess.run([sys.executable, "-m", "pgpong.run", *ARGS, *PATHS["gym"], "episodes=8", "tracking=none"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert straight.returncode == 0, straight.stderr
     model_full = straight.stderr.strip().split("model ")[-1]
@@ -91,10 +94,34 @@ def test_resuming_a_killed_run_by_its_id_continues_it_to_the_uninterrupted_resul
         np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
 
 
+def test_resuming_a_killed_vector_run_by_its_id_finishes_the_same_run(tmp_path):
+    # the vector path's emulators are not saved: the run goes on from the checkpoint's training
+    # state with new episodes, in the same MLflow run, every episode logged once
+    proc = start(ARGS + PATHS["vector"] + ["episodes=10"], tmp_path)
+    wait_for_episode(proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    run = only_run(tmp_path)
+    stopped = int(run.data.tags["stopped_at_episode"])
+    assert 2 <= stopped < 10, "the run finished before the signal: nothing was tested"
+    _, meta = checkpoint.load(run.data.tags["last_checkpoint"])
+    assert meta["episode"] == stopped and meta["envs"] is None and meta["num_envs"] == 2
+    r = subprocess.run([sys.executable, "-m", "pgpong.run", f"resume={run.info.run_id}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert r.returncode == 0, r.stderr
+    assert f"at episode {stopped}" in r.stderr and "10 episodes" in r.stderr
+    run = only_run(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["resume_count"] == "1"
+    history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "episode/reward")
+    assert [m.step for m in history] == list(range(1, 11))
+
+
 def test_a_second_ctrl_c_quits_at_once_and_the_last_checkpoint_stays_loadable(tmp_path):
     # checkpoint every episode so that the second signal may well land during a write
     # (H=1000: ~77 MB per checkpoint, so the stop's own checkpoint takes a while to write)
-    proc = start(ARGS + ["episodes=100000", "checkpoint_every=1", "H=1000", "tracking=none"], tmp_path)
+    proc = start(ARGS + PATHS["vector"] + ["episodes=100000", "checkpoint_every=1", "H=1000", "tracking=none"],
+                 tmp_path)
     wait_for_episode(proc, 2)
     proc.send_signal(signal.SIGINT)
     assert "finishing the current step" in proc.stderr.readline()

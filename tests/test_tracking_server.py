@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
 
-TINY = ["H=8", "batch_size=2", "env.max_episode_steps=60", "log_every_s=0.1", "tracking.flush_every_s=0.3"]
+TINY = ["H=8", "batch_size=2", "env.max_episode_steps=60", "log_every_s=0.1", "tracking.flush_every_s=0.3",
+        "env.num_envs=2"]
 QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "PYTHONWARNINGS": "ignore"}
 
 
@@ -63,15 +64,22 @@ class Lines:
         threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")), daemon=True).start()
 
     def wait_for(self, text, timeout=60):
+        """Index of the first line containing text (or, if text is callable, for which it is true)."""
+        seen = text if callable(text) else (lambda line: text in line)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for i, line in enumerate(self.lines):
-                if text in line:
+                if seen(line):
                     return i
-            if self.proc.poll() is not None and not any(text in line for line in self.lines):
+            if self.proc.poll() is not None and not any(seen(line) for line in self.lines):
                 break
             time.sleep(0.1)
         raise AssertionError(f"never saw {text!r}:\n" + "".join(self.lines))
+
+    def wait_for_episode(self, n, timeout=60):
+        """Index of the first progress line at episode n or later (envs finish episodes together)."""
+        return self.wait_for(lambda line: line.startswith("episode ") and int(line.split()[1].split("/")[0]) >= n,
+                             timeout)
 
     def episodes_after(self, index):
         return [line for line in self.lines[index:] if line.startswith("episode ")]
@@ -91,7 +99,7 @@ def test_losing_the_server_mid_run_keeps_training_and_replays_every_metric_when_
     server.start()
     run = Lines(TINY + ["episodes=100000", f"tracking.uri={server.uri}"], tmp_path)
     try:
-        run.wait_for("episode 3/")
+        run.wait_for_episode(3)
         server.stop()
         lost = run.wait_for("training goes on")
         assert "tracking-backlog.jsonl" in run.lines[lost]
@@ -122,7 +130,7 @@ def test_a_server_still_away_at_the_end_leaves_the_run_incomplete_until_the_repl
     server.start()
     run = Lines(TINY + ["episodes=40", f"tracking.uri={server.uri}"], tmp_path)
     try:
-        run.wait_for("episode 1/")
+        run.wait_for_episode(1)
         server.stop()
         run.proc.wait(timeout=120)
         text = "".join(run.lines)

@@ -39,7 +39,7 @@ def test_same_seed_same_rewards(tmp_path):
 def test_update_every_batch_size_episodes_changes_weights(tmp_path):
     cfg = compose_cfg(TINY + ["episodes=4", "batch_size=2", "env.max_episode_steps=300"])
     rng = np.random.default_rng(0)
-    rng.integers(0, 2**31 - 1, size=1)                 # the env seed, drawn first as in tiny_train
+    rng.integers(0, 2**31 - 1, size=cfg.env.num_envs)  # the env seeds, drawn first as in tiny_train
     before = new_state(cfg, rng).params                # so these are train()'s initial weights
     _, no_update = tiny_train(tmp_path / "none", ["episodes=1", "batch_size=2"])
     from pgpong import checkpoint
@@ -58,11 +58,13 @@ def test_update_every_batch_size_episodes_changes_weights(tmp_path):
 
 def test_episode_metrics_are_consistent(tmp_path):
     tracker = RecordingTracker()
-    _, summary = tiny_train(tmp_path, ["episodes=3"], tracker)
+    cfg, summary = tiny_train(tmp_path, ["episodes=3"], tracker)
     running = None
     for step, m in tracker.points:
         assert m["episode/length"] == 60              # env.max_episode_steps truncates
         running = m["episode/reward"] if running is None else 0.99 * running + 0.01 * m["episode/reward"]
         assert m["episode/running_reward"] == running
     assert summary["running_reward"] == running
-    assert summary["steps"] == 3 * 60
+    # every env's episodes end together at 60 steps: episodes 1-2, then 3 (and a 4th not learned)
+    n = cfg.env.num_envs
+    assert summary["steps"] == -(-3 // n) * 60 * n
