@@ -61,3 +61,20 @@ def test_variant_choices_are_tracked_and_named(tmp_path, cli):
     for part in ["crop=fix", "input=stack", "baseline=value", "optim=adam", "actions=three", "lr=0.001", "seed=0"]:
         assert part in name.split(","), name
     assert "train/value_loss" in run.data.metrics
+
+
+EXPERIMENTS = sorted(f.stem for f in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_its_variants_for_real(tmp_path, cli, name):
+    proc = cli(["-m", f"experiment={name}"] + TINY + ["batch_size=2"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exp = compose_cfg([f"experiment={name}"])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [r for r in client.search_runs([client.get_experiment_by_name(exp.tracking.experiment).experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    if name == "crop_fix":
+        assert sorted(r.data.params["crop.bottom"] for r in runs) == ["185", "195"]
+        assert {r.data.params["lr"] for r in runs} == {"0.001"}
