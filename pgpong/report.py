@@ -377,6 +377,9 @@ def runs_csv(groups: list[Group], thresholds=THRESHOLDS) -> str:
     return buf.getvalue()
 
 
+POINTS = 21   # a Pong game ends at 21 points: episode rewards and their EMA lie in [-21, 21]
+
+
 def plot(groups: list[Group], x_of: str, out_base: Path, title: str, thresholds=THRESHOLDS) -> None:
     """Running reward vs episodes or hours: thin seed lines, group mean, 95% band; PNG and SVG."""
     import matplotlib
@@ -396,10 +399,12 @@ def plot(groups: list[Group], x_of: str, out_base: Path, title: str, thresholds=
             ax.plot(x[::step], r.running[::step], color=color, lw=0.6, alpha=0.3)
         mean, lo, hi = band(curves)
         ax.plot(grid, mean, color=color, lw=1.8, label=f"{g.label} ({len(g.runs)} seeds)")
-        if len(g.runs) > 1:
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+        if len(g.runs) > 1:   # a running reward lives in [-21, 21]: with few seeds the t-band is wider
+            ax.fill_between(grid, np.clip(lo, -POINTS, POINTS), np.clip(hi, -POINTS, POINTS), color=color,
+                            alpha=0.2, lw=0)
     for t in thresholds:
         ax.axhline(t, color="0.6", lw=0.5, ls=":")
+    ax.set_ylim(-POINTS - 0.5, POINTS + 0.5)
     ax.set_xlabel("episodes" if x_of == "episodes" else "wall-clock hours")
     ax.set_ylabel("running reward (EMA 0.99 of episode reward)")
     ax.set_title(title, fontsize=10)
