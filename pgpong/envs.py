@@ -304,3 +304,10 @@ def make_envs(env_cfg, seeds: list[int]):
     if env_cfg.vector:
         return VectorEnvs(env_cfg, seeds)
     return GymEnvs(env_cfg, seeds)
+
+
+def seeded_envs(cfg) -> tuple[np.random.Generator, "GymEnvs | VectorEnvs"]:
+    """The run's one random generator, and its envs seeded from it (env seeds drawn first)."""
+    rng = np.random.default_rng(cfg.seed)
+    env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
+    return rng, make_envs(cfg.env, env_seeds)

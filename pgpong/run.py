@@ -14,7 +14,6 @@ import traceback
 from pathlib import Path
 
 import hydra
-import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -23,10 +22,9 @@ from threadpoolctl import threadpool_limits
 from pgpong import checkpoint, config, runinfo
 from pgpong.callbacks import sweep_ids, threads_per_job, write_job_status
 from pgpong.cli import precheck
-from pgpong.envs import make_envs
+from pgpong.envs import seeded_envs
 from pgpong.errors import Interrupted, PgpongError
 from pgpong.paths import resolve_path, resolve_sqlite_uri
-from pgpong.preprocess import input_size
 from pgpong.tracking import make_tracker
 from pgpong.trainer import SHAPE_KEYS, restore_state, train
 
@@ -141,9 +139,7 @@ def run(cfg) -> dict:
             if multirun:    # parallel jobs share the cores: fewer emulator threads each
                 cfg.env.num_threads = threads_per_job(hc.launcher, cfg.env.num_threads)
 
-            rng = np.random.default_rng(cfg.seed)     # the run's one random generator
-            env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
-            envs = make_envs(cfg.env, env_seeds)
+            rng, envs = seeded_envs(cfg)     # the run's one random generator, and its envs
         except PgpongError as e:
             if multirun:    # the sweep's run list shows the job that could not start, and why
                 tags = {"seed": cfg.seed, "hydra_overrides": " ".join(overrides) or "(none)",
@@ -165,10 +161,7 @@ def run(cfg) -> dict:
             status = "FAILED"
             try:
                 if not getattr(tracker, "resumed", False):
-                    params = runinfo.flatten(cfg)
-                    params.update(envs.describe())
-                    params["D"] = input_size(cfg.crop, cfg.input.kind)
-                    tracker.log_params(params)
+                    tracker.log_params(runinfo.run_params(cfg, envs))
                 out_dir.mkdir(parents=True, exist_ok=True)
                 (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
                 tracker.log_artifact(out_dir / "config.yaml", "resumed" if ckpt_path else None)

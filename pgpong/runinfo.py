@@ -40,6 +40,15 @@ def flatten(cfg) -> dict:
     return out
 
 
+def run_params(cfg, envs) -> dict:
+    """What a run logs as params: the resolved config, the env's resolved settings, the input size D."""
+    from pgpong.preprocess import input_size
+    params = flatten(cfg)
+    params.update(envs.describe())
+    params["D"] = input_size(cfg.crop, cfg.input.kind)
+    return params
+
+
 def git_commit() -> str | None:
     """HEAD of the project's checkout (with -dirty when it has changes), or None."""
     try:

@@ -23,16 +23,14 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import yaml
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from pgpong import config, runinfo
-from pgpong.envs import make_envs
+from pgpong.envs import seeded_envs
 from pgpong.errors import PgpongError
 from pgpong.paths import resolve_path, resolve_sqlite_uri
-from pgpong.preprocess import input_size
 from pgpong.sweepspec import Param, Spec, SpecError, aggregate, available, load_spec, objective_value, spec_path
 from pgpong.tracking import NullTracker, experiment_id, make_tracker
 from pgpong.trainer import train
@@ -230,13 +228,9 @@ def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str,
 
 def train_seed(cfg, tracker, out_dir: Path, callbacks, skip_params=frozenset()) -> dict:
     """What `python -m pgpong.run` does for one run, minus Hydra: build envs, log params, train."""
-    rng = np.random.default_rng(cfg.seed)     # the run's one random generator
-    env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
-    envs = make_envs(cfg.env, env_seeds)
+    rng, envs = seeded_envs(cfg)     # the run's one random generator, and its envs
     try:
-        params = runinfo.flatten(cfg)
-        params.update(envs.describe())
-        params["D"] = input_size(cfg.crop, cfg.input.kind)
+        params = runinfo.run_params(cfg, envs)
         tracker.log_params({k: v for k, v in params.items() if k not in skip_params})   # already logged
         out_dir.mkdir(parents=True, exist_ok=True)
         with threadpool_limits(limits=1):
