@@ -147,6 +147,10 @@ def make_pruner(spec: Spec):
                                           reduction_factor=reduction)
 
 
+SCHEMA_RACE_TRIES = 5
+SCHEMA_RACE_MESSAGES = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint failed")
+
+
 def make_storage(url: str, launch_dir: Path, file):
     """(Optuna storage, the storage's name without secrets) for an RDB URL or a journal file path."""
     import optuna
@@ -163,15 +167,20 @@ def make_storage(url: str, launch_dir: Path, file):
     except Exception as e:
         raise SpecError(file, "storage", f"{url}: not a database URL ({e})") from None
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
-    try:
-        with warnings.catch_warnings():    # heartbeats (stale trials of dead workers -> FAIL) are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
-                                                 grace_period=180)
-    except Exception as e:   # driver missing, host down, wrong password, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SpecError(file, "storage", f"{shown}: cannot open it ({reason})") from None
-    return storage, shown
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            with warnings.catch_warnings():    # heartbeats (stale trials of dead workers -> FAIL) are "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
+                                                  grace_period=180), shown
+        except Exception as e:   # driver missing, host down, wrong password, ...
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            # Workers on other machines opening a fresh database at once race to create Optuna's
+            # tables; the loser sees them "already exist". The tables are there now: open again.
+            if attempt + 1 < SCHEMA_RACE_TRIES and any(m in reason for m in SCHEMA_RACE_MESSAGES):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise SpecError(file, "storage", f"{shown}: cannot open it ({reason})") from None
 
 
 class Reporter:
