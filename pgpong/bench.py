@@ -5,8 +5,11 @@
     python -m pgpong.bench env.num_envs=8                   # any config override (Hydra syntax)
 
 In one process, each repeat runs, one after another for `--seconds` each:
-  ceiling  the same emulators (id, frameskip, sticky actions, num_envs, num_threads) stepped with
-           random UP/DOWN actions, no learning;
+  ceiling  the same emulators (id, frameskip, sticky actions, num_envs) stepped with random
+           UP/DOWN actions, no learning, in two layouts: as the trainer steps them (`env.groups`
+           vector envs of `env.num_threads` threads, in turn) and as one vector env of all
+           `num_envs` on `num_threads` threads; the ceiling of a repeat is the faster of the two,
+           so a layout that slows the emulators down cannot flatter the ratio;
   naive    one gymnasium env with the same id/frameskip/sticky settings and the gist's structure:
            dense float64 forward per step, float64 per-step buffers, dense backward per episode,
            RMSProp every batch_size episodes;
@@ -35,6 +38,7 @@ from pgpong.tracking import NullTracker
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 KINDS = ("ceiling", "naive", "trainer")
+CEILINGS = ("ceiling_as_trained", "ceiling_one_env")   # the ceiling is their maximum
 
 
 class _Stop(Exception):
@@ -101,11 +105,18 @@ def frameskip_of(cfg):
         return None
 
 
+def one_env_layout(cfg):
+    """cfg with all its envs in one vector env (the emulators' own best layout when it is faster)."""
+    one = cfg.copy()
+    one.env.groups = 1
+    return one
+
+
 def run_ceiling(cfg, seconds: float) -> tuple[int, float]:
     """(agent steps, seconds): the configured emulators stepped with random UP/DOWN actions.
 
-    Same adapter and groups as the trainer's envs, each group restarted as soon as it is
-    collected (as the trainer does), without any learning work in between.
+    Same adapter and groups as cfg's envs, each group restarted as soon as it is collected (as
+    the trainer does), without any learning work in between.
     """
     rng = np.random.default_rng(cfg.seed)
     envs = make_envs(cfg.env, env_seeds(cfg))
@@ -207,21 +218,25 @@ def run_trainer(cfg, seconds: float) -> tuple[int, float]:
         envs.close()
 
 
-RUNNERS = {"ceiling": run_ceiling, "naive": run_naive, "trainer": run_trainer}
+RUNNERS = {"ceiling_as_trained": run_ceiling, "ceiling_one_env": lambda cfg, s: run_ceiling(one_env_layout(cfg), s),
+           "naive": run_naive, "trainer": run_trainer}
 
 
 def bench(cfg, seconds: float, repeats: int, log=sys.stderr) -> dict:
     """Interleaved repeats of every kind; the table as a dict (per-repeat rates and medians)."""
     frameskip = frameskip_of(cfg)
-    per = {k: [] for k in KINDS}
+    ceilings = CEILINGS if cfg.env.vector and cfg.env.groups > 1 else CEILINGS[:1]
+    runs = (*ceilings, "naive", "trainer")
+    per = {k: [] for k in runs}
     for r in range(repeats):
-        for kind in KINDS:
+        for kind in runs:
             with threadpool_limits(limits=1):      # BLAS threads would fight the emulators for 2 cores
                 steps, dt = RUNNERS[kind](cfg, seconds)
             per[kind].append(steps / dt)
-            print(f"repeat {r + 1}/{repeats}  {kind:8s} {steps / dt:9,.0f} agent steps/s", file=log, flush=True)
+            print(f"repeat {r + 1}/{repeats}  {kind:18s} {steps / dt:9,.0f} agent steps/s", file=log, flush=True)
+    per["ceiling"] = [max(rates) for rates in zip(*(per[k] for k in ceilings))]
     table = {}
-    for kind in KINDS:
+    for kind in (*KINDS, *ceilings):
         med = statistics.median(per[kind])
         table[kind] = {"steps_per_s": per[kind], "steps_per_s_median": med,
                        "frames_per_s_median": med * frameskip if frameskip else None}
@@ -234,6 +249,7 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr) -> dict:
                    "trainer_over_naive": table["trainer"]["steps_per_s_median"] / table["naive"]["steps_per_s_median"]},
         "settings": {"seconds": seconds, "repeats": repeats, "env.id": cfg.env.id, "env.vector": cfg.env.vector,
                      "env.num_envs": cfg.env.num_envs, "env.num_threads": cfg.env.num_threads,
+                     "env.groups": cfg.env.groups if cfg.env.vector else None,
                      "frameskip": frameskip, "H": cfg.H, "dtype": cfg.dtype, "input.kind": cfg.input.kind,
                      "naive.num_envs": 1, "blas_threads": 1, "cpu_count": os.cpu_count(),
                      "machine": platform.machine(), "python": platform.python_version()},
@@ -242,19 +258,28 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr) -> dict:
 
 def format_table(result: dict) -> str:
     s = result["settings"]
-    lines = [f"pgpong.bench: {s['env.id']}, frameskip {s['frameskip']}, {s['env.num_envs']} envs on "
-             f"{s['env.num_threads']} threads (naive: 1 env); medians of {s['repeats']} x {s['seconds']:g} s",
-             f"| {'run':8s} | {'agent steps/s':>13s} | {'frames/s':>9s} |",
-             f"|{'-' * 10}|{'-' * 15}|{'-' * 11}|"]
-    for kind in KINDS:
-        row = result["table"][kind]
+    groups = s["env.groups"] or 1
+    layout = (f"{groups} vector envs x {s['env.num_envs'] // groups} envs, {s['env.num_threads']} threads each"
+              if groups > 1 else f"{s['env.num_envs']} envs on {s['env.num_threads']} threads")
+    lines = [f"pgpong.bench: {s['env.id']}, frameskip {s['frameskip']}, {layout} (naive: 1 env); "
+             f"medians of {s['repeats']} x {s['seconds']:g} s",
+             f"| {'run':18s} | {'agent steps/s':>13s} | {'frames/s':>9s} |",
+             f"|{'-' * 20}|{'-' * 15}|{'-' * 11}|"]
+    table = result["table"]
+    sub_rows = CEILINGS if "ceiling_one_env" in table else ()
+    for kind in ("ceiling", *sub_rows, "naive", "trainer"):
+        row = table[kind]
         frames = f"{row['frames_per_s_median']:,.0f}" if row["frames_per_s_median"] else "n/a"
-        lines.append(f"| {kind:8s} | {row['steps_per_s_median']:13,.0f} | {frames:>9s} |")
+        name = {"ceiling_as_trained": "- as trained", "ceiling_one_env": "- one vector env"}.get(kind, kind)
+        lines.append(f"| {name:18s} | {row['steps_per_s_median']:13,.0f} | {frames:>9s} |")
     r, pr = result["ratios"], result["ratios_per_repeat"]
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
     lines.append(f"trainer / ceiling = {r['trainer_over_ceiling']:.2f}   trainer / naive = {r['trainer_over_naive']:.2f}"
                  f"   (ratios of the medians)")
     lines.append(f"per repeat: trainer / ceiling {fmt(pr['trainer_over_ceiling'])}; trainer / naive {fmt(pr['trainer_over_naive'])}")
+    if "ceiling_one_env" in table:
+        lines.append(f"ceiling per repeat: the faster of the emulators as trained ({s['env.num_threads']} threads "
+                     f"per vector env) and in one vector env ({s['env.num_threads']} threads)")
     return "\n".join(lines)
 
 

@@ -20,9 +20,9 @@ class EnvConfig:
     frameskip: Optional[int] = None                     # None: the id's own (v0: random 2..4, v5: 4)
     repeat_action_probability: Optional[float] = None   # sticky actions; None: the id's own (0.25)
     num_envs: int = 1                                   # emulators stepped together
-    num_threads: int = 1                                # emulator threads (vector path)
+    num_threads: int = 1                                # emulator threads of each group's vector env
     vector: bool = False                                # ale-py's AtariVectorEnv (fixed-frameskip ALE ids) instead of gymnasium envs
-    groups: int = 1                                     # vector path: env groups stepped in turn (2: act for one while the other runs)
+    groups: int = 1                                     # vector path: vector envs stepped in turn (2: act for one while the other runs)
     max_episode_steps: Optional[int] = None             # cap on agent steps per episode; None: the id's own
 
 
@@ -142,8 +142,9 @@ def validate(cfg: Any) -> None:
     for key in positive_ints:
         if _get(cfg, key) < 1:
             raise PgpongError(f"{key}={_get(cfg, key)}: must be a positive integer")
-    if cfg.env.groups < 1 or cfg.env.num_envs % cfg.env.groups:
-        raise PgpongError(f"env.groups={cfg.env.groups}: must be a positive divisor of env.num_envs={cfg.env.num_envs}")
+    if cfg.env.groups < 1 or (cfg.env.vector and cfg.env.num_envs % cfg.env.groups):   # gymnasium path: no groups
+        raise PgpongError(f"env.groups={cfg.env.groups}: must be a positive divisor of env.num_envs={cfg.env.num_envs} "
+                          f"(env.groups=1 keeps every env in one vector env)")
     if cfg.env.vector and cfg.env.num_threads > cfg.env.num_envs:
         raise PgpongError(f"env.num_threads={cfg.env.num_threads}: must be <= env.num_envs={cfg.env.num_envs}")
     if not cfg.lr > 0:

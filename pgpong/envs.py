@@ -7,10 +7,11 @@ may work while the emulators run on their own threads (VectorEnvs); `cancel()` d
 sent but not collected (the trainer's exit paths), so a saved emulator is never stepped past it.
 
 - GymEnvs: gymnasium envs stepped one after another (the gist-exact path, `env=pong_v0`), RGB frames.
-- VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators on `num_threads` threads, in
-  synchronous mode (every env steps every call, so runs are deterministic for a seed), grayscale
-  frames (binarized identically: see pgpong/preprocess.py), settings that make each env's episodes
-  those of the gymnasium id (no reward clipping, noop/fire resets, episodic life or max-pooling).
+- VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators in `groups` vector envs of
+  `num_threads` threads each, in synchronous mode (every env steps every call, so runs are
+  deterministic for a seed), grayscale frames (binarized identically: see pgpong/preprocess.py),
+  settings that make each env's episodes those of the gymnasium id (no reward clipping,
+  noop/fire resets, episodic life or max-pooling).
 """
 import gymnasium as gym
 import ale_py
@@ -216,11 +217,12 @@ class VectorGroup:
 
 
 class VectorEnvs:
-    """`num_envs` emulators in `groups` AtariVectorEnvs on `num_threads` threads in all.
+    """`num_envs` emulators in `groups` AtariVectorEnvs of `num_threads` threads each.
 
     With two groups the trainer acts for one group while the other's emulators run, so the
-    act phase (which needs the frames just received) also overlaps emulation. As one batch
-    (reset/send/recv/step) the groups' envs are concatenated in order.
+    act phase (which needs the frames just received) also overlaps emulation: each group has
+    as many threads as there are cores, so the running group's emulators can use them all.
+    As one batch (reset/send/recv/step) the groups' envs are concatenated in order.
     """
 
     def __init__(self, env_cfg, seeds: list[int]):
@@ -228,13 +230,13 @@ class VectorEnvs:
         if self.settings["mode"] is not None or self.settings["difficulty"] is not None:
             raise PgpongError(f"env.id={env_cfg.id}: game modes/difficulties are not supported by the vector path")
         self.num_envs = len(seeds)
-        self.num_threads = env_cfg.num_threads
         self.env_id = env_cfg.id
         g = env_cfg.groups
         if self.num_envs % g:
-            raise PgpongError(f"env.groups={g}: must divide env.num_envs={self.num_envs}")
+            raise PgpongError(f"env.groups={g}: must be a positive divisor of env.num_envs={self.num_envs}")
         per = self.num_envs // g
-        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], max(1, self.num_threads // g))
+        self.num_threads = min(env_cfg.num_threads, per)        # per group; a thread per emulator at most
+        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], self.num_threads)
                        for k in range(g)]
 
     def reset(self) -> np.ndarray:
@@ -272,7 +274,7 @@ class VectorEnvs:
             "env.resolved.max_episode_steps": s["max_num_frames_per_episode"] // s["frameskip"],
             "env.resolved.num_envs": self.num_envs,
             "env.resolved.vector": "ale_py.vector_env.AtariVectorEnv (synchronous, autoreset SameStep)",
-            "env.resolved.num_threads": self.num_threads,
+            "env.resolved.num_threads": self.num_threads,            # per group
             "env.resolved.groups": len(self.groups),
             "env.resolved.frames": "grayscale",
             "env.resolved.ale_py": ale_py.__version__,

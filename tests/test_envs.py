@@ -17,7 +17,7 @@ def env_cfg(overrides):
 def test_default_env_is_the_vector_path():
     cfg = compose_cfg()
     assert cfg.env.vector and cfg.env.id == "ALE/Pong-v5"
-    assert (cfg.env.num_envs, cfg.env.num_threads) == (16, 2)
+    assert (cfg.env.num_envs, cfg.env.num_threads, cfg.env.groups) == (16, 2, 2)
     assert not compose_cfg(["env=pong_v0"]).env.vector
 
 
@@ -29,7 +29,7 @@ def test_vector_env_episodes_equal_gymnasium_envs_step_for_step():
     vec = VectorEnvs(env_cfg(overrides + ["env.max_episode_steps=400"]), [0, 1])
     gyms = [GymEnvs(env_cfg(overrides + ["env.vector=false", "env.num_envs=1", "env.max_episode_steps=400"]), [s])
             for s in (0, 1)]
-    long_vec = VectorEnvs(env_cfg(overrides + ["env.num_envs=1"]), [0])     # no cap: a game to its end
+    long_vec = VectorEnvs(env_cfg(overrides + ["env.num_envs=1", "env.groups=1"]), [0])   # no cap: a game to its end
     long_gym = GymEnvs(env_cfg(overrides + ["env.vector=false", "env.num_envs=1"]), [0])
     window = crop_window(compose_cfg().crop)
     rng = np.random.default_rng(5)
@@ -69,7 +69,7 @@ def test_vector_env_episodes_equal_gymnasium_envs_step_for_step():
 
 def test_vector_env_keeps_each_envs_episodes_apart():
     """Envs truncated at different steps: each env's dones, resets and reward sums are its own."""
-    vec = VectorEnvs(env_cfg(["env.num_envs=3", "env.max_episode_steps=30"]), [7, 8, 9])
+    vec = VectorEnvs(env_cfg(["env.num_envs=3", "env.groups=1", "env.max_episode_steps=30"]), [7, 8, 9])
     try:
         first = vec.reset()
         lengths = [[] for _ in range(3)]
@@ -157,15 +157,19 @@ def test_groups_must_divide_the_envs():
 
 def test_vector_env_describes_its_resolved_settings():
     vec = VectorEnvs(env_cfg(["env.num_envs=2", "env.max_episode_steps=60"]), [1, 2])
+    wide = VectorEnvs(env_cfg(["env.num_envs=4", "env.groups=1"]), [1, 2, 3, 4])
     try:
-        d = vec.describe()
+        d, d_wide = vec.describe(), wide.describe()
     finally:
         vec.close()
+        wide.close()
+    assert (d_wide["env.resolved.groups"], d_wide["env.resolved.num_threads"]) == (1, 2)
     assert d["env.resolved.id"] == "ALE/Pong-v5"
     assert d["env.resolved.frameskip"] == 4
     assert d["env.resolved.repeat_action_probability"] == 0.25
     assert d["env.resolved.max_num_frames_per_episode"] == 240
-    assert d["env.resolved.num_envs"] == 2 and d["env.resolved.num_threads"] == 2
+    # two groups of one env each: one thread per group is all that can work
+    assert (d["env.resolved.num_envs"], d["env.resolved.groups"], d["env.resolved.num_threads"]) == (2, 2, 1)
     assert d["env.resolved.frames"] == "grayscale"
 
 

@@ -116,19 +116,26 @@ def test_episodes_that_end_together_past_the_target_are_learned_first_on_resume(
 VECTOR = BASE + ["env=pong_v5", "env.num_envs=2"]
 
 
-def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_deterministically(tmp_path):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_deterministically(tmp_path, groups):
     # AtariVectorEnv's emulators cannot be saved: the checkpoint holds weights, optimizer, batch
     # gradient, counters, rewards, the generator and the finished-but-unlearned episodes; the
-    # episodes in flight start over on seeds drawn from (seed, steps)
-    full = straight(compose_cfg(VECTOR + ["episodes=8"]), tmp_path / "full")
-    first = straight(compose_cfg(VECTOR + ["episodes=3"]), tmp_path / "a")
+    # episodes in flight start over on seeds drawn from (seed, steps).
+    # One group: both envs' episodes end at step 250, 500: the 3-episode run stops with episode 4
+    # finished but unlearned (kept). Two groups of one env, stepped in turn: it stops right after
+    # group 0's second episode, group 1 one step short of its own.
+    vector = VECTOR + [f"env.groups={groups}"]
+    full = straight(compose_cfg(vector + ["episodes=8"]), tmp_path / "full")
+    first = straight(compose_cfg(vector + ["episodes=3"]), tmp_path / "a")
     ckpt = checkpoint.latest(tmp_path / "a" / "checkpoints")
     arrays, meta = checkpoint.load(ckpt)
-    assert meta["episode"] == 3 and meta["leftover"] == 1 and meta["envs"] is None
+    leftover, steps = {1: (1, 2 * 500), 2: (0, 500 + 499)}[groups]
+    assert meta["episode"] == 3 and meta["leftover"] == leftover and meta["envs"] is None
+    assert meta["groups"] == [2 // groups] * groups
     assert not any(k.startswith(("env0.", "group0.")) for k in arrays)     # nothing in flight is kept
     assert first["rewards"] == full["rewards"][:3]
 
-    cfg = compose_cfg(VECTOR + ["episodes=8"])
+    cfg = compose_cfg(vector + ["episodes=8"])
     rng, envs = start(cfg)
     state = restore_state(cfg, arrays, meta, rng, envs, ckpt)
     envs.close()
@@ -137,15 +144,15 @@ def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_dete
         np.testing.assert_array_equal(state.grad_buffer[k], arrays[f"grad.{k}"])
     for k, v in state.opt_state.items():
         np.testing.assert_array_equal(v, arrays[f"opt.{k}"])
-    assert (state.episode, state.steps, state.updates, state.batch_episodes) == (3, 2 * 500, 1, 0)
+    assert (state.episode, state.steps, state.updates, state.batch_episodes) == (3, steps, 1, 0)
     assert state.rewards == full["rewards"][:3] and rng.bit_generator.state == meta["rng"]
 
     again = [resumed(cfg, ckpt, tmp_path / f"b{i}") for i in range(2)]
     assert again[0]["rewards"] == again[1]["rewards"]                    # the same checkpoint, the same run
     for k, w in final_weights(again[0]).items():
         np.testing.assert_array_equal(final_weights(again[1])[k], w, err_msg=k)
-    # episode 4 (finished with episode 3, saved unlearned) is the uninterrupted run's own
-    assert again[0]["rewards"][:4] == full["rewards"][:4] and len(again[0]["rewards"]) == 8
+    # the learned episodes, and any saved unlearned, are the uninterrupted run's own
+    assert again[0]["rewards"][:3 + leftover] == full["rewards"][:3 + leftover] and len(again[0]["rewards"]) == 8
     assert again[0]["updates"] == full["updates"] == 2
 
 

@@ -58,13 +58,13 @@ def test_update_every_batch_size_episodes_changes_weights(tmp_path):
 
 def test_episode_metrics_are_consistent(tmp_path):
     tracker = RecordingTracker()
-    cfg, summary = tiny_train(tmp_path, ["episodes=3"], tracker)
+    cfg, summary = tiny_train(tmp_path, ["episodes=3", "env.groups=1"], tracker)
     running = None
     for step, m in tracker.points:
         assert m["episode/length"] == 60              # env.max_episode_steps truncates
         running = m["episode/reward"] if running is None else 0.99 * running + 0.01 * m["episode/reward"]
         assert m["episode/running_reward"] == running
     assert summary["running_reward"] == running
-    # every env's episodes end together at 60 steps: episodes 1-2, then 3 (and a 4th not learned)
+    # one vector env: every env's episodes end together at 60 steps: episodes 1-2, then 3 (and a 4th not learned)
     n = cfg.env.num_envs
     assert summary["steps"] == -(-3 // n) * 60 * n
