@@ -205,6 +205,9 @@ class Reporter:
 
 # ---- MLflow parent run shared by all workers of a study --------------------------------------
 
+PARENT_SETTLE_S = 1.0    # seconds a created parent run waits for racing workers' runs to be stored
+
+
 def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str, tags: dict) -> str | None:
     """The study's parent run id: found by tags, or created; racing workers agree on the earliest."""
     if tracking_cfg.backend == "none":
@@ -225,6 +228,10 @@ def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str,
     found = candidates()
     if not found:
         mine = client.create_run(exp, run_name=f"study {study_name}", tags={k: str(v) for k, v in tags.items()})
+        # a run is stamped (start_time) before it is stored: a worker that searched right after
+        # storing its own could miss an earlier-stamped one still on its way and keep its own, so
+        # wait until every run stamped before ours is visible, then all workers pick the same
+        time.sleep(PARENT_SETTLE_S)
         found = candidates()
         if found[0].info.run_id != mine.info.run_id:    # another worker created one first: use it
             client.delete_run(mine.info.run_id)

@@ -177,3 +177,31 @@ def test_a_trial_past_n_trials_is_not_trained(tmp_path):
     with pytest.raises(SurplusTrial):
         objective(trial)
     assert study.get_trials()[1].user_attrs == {"surplus": True} and not (tmp_path / "trial-1").exists()
+
+
+def test_racing_workers_agree_on_the_earliest_stamped_study_parent_run(tmp_path, monkeypatch):
+    """A parent run stamped earlier but stored after ours (a racing worker's request still on its
+    way) must win: the worker waits, sees it and deletes its own, as the other worker will decide."""
+    import threading
+    import time
+    from omegaconf import OmegaConf
+    from pgpong import sweep as sweep_module
+    from pgpong.sweep import study_parent_run
+    monkeypatch.setattr(sweep_module, "PARENT_SETTLE_S", 3.0)   # room for this test's own run to be stored
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = OmegaConf.create({"backend": "mlflow", "uri": uri, "experiment": "race"})
+    tags = {"pgpong_kind": "study", "optuna_study": "s", "optuna_storage": "db"}
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("race")
+    chosen = []
+    worker = threading.Thread(target=lambda: chosen.append(study_parent_run(tracking, tmp_path, "s", "db", tags)))
+    stamped = int(time.time() * 1000)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not client.search_runs([exp]) and time.monotonic() < deadline:   # the worker has stored its run
+        time.sleep(0.02)
+    other = client.create_run(exp, start_time=stamped - 1, tags=tags)        # earlier stamp, stored later
+    worker.join(timeout=60)
+    assert chosen == [other.info.run_id]
+    active = client.search_runs([exp], "tags.pgpong_kind = 'study'")
+    assert [r.info.run_id for r in active] == [other.info.run_id]              # the worker's own was deleted

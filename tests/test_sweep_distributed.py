@@ -45,13 +45,14 @@ def test_two_workers_on_postgres_and_mlflow_server_share_one_study(tmp_path, pos
     assert sorted(t.number for t in trials) == list(range(n_trials))
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
     assert len(surplus) <= 1           # a count/ask race costs at most one empty slot per extra worker
-    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers should have run trials"
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, \
+        f"both workers should have run trials: {[(t.number, t.user_attrs['worker']) for t in trials]}"
 
     # MLflow's view: one study parent run, one nested run per trial, matching Optuna's record
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("pgpong")
     parents = client.search_runs([exp.experiment_id], f"tags.pgpong_kind = 'study' and tags.optuna_study = '{study}'")
-    assert len(parents) == 1
+    assert len(parents) == 1, f"workers disagreed on the study's parent run: {[r.info.run_id for r in parents]}"
     runs = client.search_runs([exp.experiment_id], f"tags.pgpong_kind = 'trial' and tags.optuna_study = '{study}'")
     by_number = {int(r.data.tags["optuna_trial"]): r for r in runs}
     assert len(runs) == n_trials and sorted(by_number) == list(range(n_trials))
