@@ -6,8 +6,9 @@
 A real Pong episode ends at 21 points (a few thousand steps), so long episodes are forced with
 a synthetic environment: `SyntheticEnvs` draws Pong-like grayscale frames (background gray 87,
 two moving paddles and a moving ball, so each input has a few dozen non-zeros like the real
-game's) and ends every env's episode at exactly `--steps` steps, all envs at the same step, the
-worst case: 16 x 20,000 steps in flight, then 16 episode gradients. Everything else is the real
+game's) and ends every env's episode at exactly `--steps` steps, all envs of a group at the same
+step, the worst case: 16 x 20,000 steps in flight, then 16 episode gradients. The envs are laid
+out in `env.groups` groups stepped in turn, as the trainer does on the vector path. Everything else is the real
 `pgpong.trainer.train` with the default config (rollout buffers, gradients, RMSProp updates), no
 tracking. Prints the peak resident set size (ru_maxrss) and writes it as JSON.
 """
@@ -28,13 +29,11 @@ from pgpong.tracking import NullTracker  # noqa: E402
 from pgpong.trainer import train  # noqa: E402
 
 
-class SyntheticEnvs:
-    """N Pong-like grayscale screens; every episode lasts exactly `steps` steps; a point every 97 steps."""
+class SyntheticGroup:
+    """n Pong-like grayscale screens; every episode lasts exactly `steps` steps; a point every 97 steps."""
 
-    def __init__(self, n: int, steps: int, seed: int = 0):
-        self.num_envs, self.steps = n, steps
-        self.groups = [self]
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, n: int, steps: int, rng: np.random.Generator):
+        self.num_envs, self.steps, self.rng = n, steps, rng
         self.t = 0
         self.phase = self.rng.integers(0, 1000, size=n)
 
@@ -66,6 +65,18 @@ class SyntheticEnvs:
         dones = np.full(self.num_envs, self.t % self.steps == 0)
         return self._frames(), rewards, dones
 
+    def cancel(self) -> None:
+        pass
+
+
+class SyntheticEnvs:
+    """`n` synthetic envs in `groups` groups stepped in turn, as the trainer lays out the vector path."""
+
+    def __init__(self, n: int, steps: int, groups: int = 1, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.num_envs = n
+        self.groups = [SyntheticGroup(n // groups, steps, rng) for _ in range(groups)]
+
     def close(self) -> None:
         pass
 
@@ -79,17 +90,21 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = bench.compose([f"episodes={args.envs}", f"env.num_envs={args.envs}", *args.overrides])
     rng = np.random.default_rng(cfg.seed)
-    envs = SyntheticEnvs(args.envs, args.steps)
+    if args.envs % cfg.env.groups:
+        print(f"error: --envs={args.envs}: must be a multiple of env.groups={cfg.env.groups}", file=sys.stderr)
+        return 2
+    envs = SyntheticEnvs(args.envs, args.steps, cfg.env.groups)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as out:
         summary = train(cfg, envs, NullTracker(), rng, out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"envs": args.envs, "episode_steps": args.steps, "episodes": summary["episodes"],
+    result = {"envs": args.envs, "groups": cfg.env.groups, "episode_steps": args.steps, "episodes": summary["episodes"],
               "agent_steps": summary["steps"], "H": cfg.H, "dtype": cfg.dtype, "D": int(6400),
               "peak_rss_mb": round(peak, 1), "rss_before_training_mb": round(base, 1),
               "seconds": round(time.perf_counter() - t0, 1), "limit_mb": 1536, "under_limit": peak < 1536}
-    print(f"memory: {args.envs} envs x {args.steps:,}-step episodes (synthetic frames, real trainer, H={cfg.H}, "
+    print(f"memory: {args.envs} envs in {cfg.env.groups} groups x {args.steps:,}-step episodes (synthetic frames, "
+          f"real trainer, H={cfg.H}, "
           f"{cfg.dtype}): peak RSS {peak:,.0f} MB (before training {base:,.0f} MB), limit 1,536 MB")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
