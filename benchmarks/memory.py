@@ -8,9 +8,9 @@ a synthetic environment: `SyntheticEnvs` draws Pong-like grayscale frames (backg
 two moving paddles and a moving ball, so each input has a few dozen non-zeros like the real
 game's) and ends every env's episode at exactly `--steps` steps, all envs of a group at the same
 step, the worst case: 16 x 20,000 steps in flight, then 16 episode gradients. The envs are laid
-out in `env.groups` groups stepped in turn, as the trainer does on the vector path. Everything else is the real
-`pgpong.trainer.train` with the default config (rollout buffers, gradients, RMSProp updates), no
-tracking. Prints the peak resident set size (ru_maxrss) and writes it as JSON.
+out in `env.groups` groups stepped in turn, as the trainer does on the vector path. Everything
+else is the real `pgpong.trainer.train` with the default config (rollout buffers, gradients,
+RMSProp updates), no tracking. Prints the peak resident set size (ru_maxrss) and writes it as JSON.
 """
 import argparse
 import json
@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pgpong import bench  # noqa: E402
+from pgpong.errors import PgpongError  # noqa: E402
 from pgpong.tracking import NullTracker  # noqa: E402
 from pgpong.trainer import train  # noqa: E402
 
@@ -88,11 +89,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. H=200")
     args = ap.parse_args(argv)
-    cfg = bench.compose([f"episodes={args.envs}", f"env.num_envs={args.envs}", *args.overrides])
-    rng = np.random.default_rng(cfg.seed)
-    if args.envs % cfg.env.groups:
-        print(f"error: --envs={args.envs}: must be a multiple of env.groups={cfg.env.groups}", file=sys.stderr)
+    try:
+        cfg = bench.compose([f"episodes={args.envs}", f"env.num_envs={args.envs}", *args.overrides])
+    except PgpongError as e:                  # e.g. --envs not a multiple of env.groups
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    rng = np.random.default_rng(cfg.seed)
     envs = SyntheticEnvs(args.envs, args.steps, cfg.env.groups)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -104,8 +106,7 @@ def main(argv=None) -> int:
               "peak_rss_mb": round(peak, 1), "rss_before_training_mb": round(base, 1),
               "seconds": round(time.perf_counter() - t0, 1), "limit_mb": 1536, "under_limit": peak < 1536}
     print(f"memory: {args.envs} envs in {cfg.env.groups} groups x {args.steps:,}-step episodes (synthetic frames, "
-          f"real trainer, H={cfg.H}, "
-          f"{cfg.dtype}): peak RSS {peak:,.0f} MB (before training {base:,.0f} MB), limit 1,536 MB")
+          f"real trainer, H={cfg.H}, {cfg.dtype}): peak RSS {peak:,.0f} MB (before training {base:,.0f} MB), limit 1,536 MB")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0 if peak < 1536 else 1

@@ -31,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
-from pgpong.envs import make_envs, make_one, vector_settings
+from pgpong.envs import draw_env_seeds, make_envs, make_one, seeded_envs, vector_settings
 from pgpong.errors import PgpongError
 from pgpong.progress import Progress
 from pgpong.tracking import NullTracker
@@ -94,7 +94,8 @@ def compose(overrides=()):
 
 
 def env_seeds(cfg) -> list[int]:
-    return np.random.default_rng(cfg.seed).integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
+    """The env seeds a run of cfg draws (see envs.seeded_envs)."""
+    return draw_env_seeds(np.random.default_rng(cfg.seed), cfg.env.num_envs)
 
 
 def frameskip_of(cfg):
@@ -204,9 +205,8 @@ def run_naive(cfg, seconds: float) -> tuple[int, float]:
 def run_trainer(cfg, seconds: float) -> tuple[int, float]:
     """(agent steps, seconds) of the real trainer on cfg, stopped after `seconds` of stepping."""
     from pgpong.trainer import train
-    rng = np.random.default_rng(cfg.seed)
-    seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()   # as pgpong.run draws them
-    envs = TimedEnvs(make_envs(cfg.env, seeds), seconds)
+    rng, envs = seeded_envs(cfg)                                  # as pgpong.run does
+    envs = TimedEnvs(envs, seconds)
     try:
         with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as devnull:
             try:

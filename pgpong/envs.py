@@ -308,8 +308,12 @@ def make_envs(env_cfg, seeds: list[int]):
     return GymEnvs(env_cfg, seeds)
 
 
+def draw_env_seeds(rng: np.random.Generator, n: int) -> list[int]:
+    """n emulator seeds drawn from rng."""
+    return rng.integers(0, 2**31 - 1, size=n).tolist()
+
+
 def seeded_envs(cfg) -> tuple[np.random.Generator, "GymEnvs | VectorEnvs"]:
     """The run's one random generator, and its envs seeded from it (env seeds drawn first)."""
     rng = np.random.default_rng(cfg.seed)
-    env_seeds = rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist()
-    return rng, make_envs(cfg.env, env_seeds)
+    return rng, make_envs(cfg.env, draw_env_seeds(rng, cfg.env.num_envs))

@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pgpong import checkpoint, optim, policy
+from pgpong.envs import draw_env_seeds
 from pgpong.errors import Diverged, Interrupted, PgpongError
 from pgpong.gradient import episode_gradient, episode_matrix
 from pgpong.preprocess import binarize, input_size
@@ -264,7 +265,7 @@ def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs,
         envs.restore(arrays, meta["envs"])
     else:   # no emulator state (AtariVectorEnv): new episodes on fresh seeds, derived from (seed, steps)
         if hasattr(envs, "reseed"):
-            envs.reseed(np.random.default_rng([cfg.seed, state.steps]).integers(0, 2**31 - 1, size=n).tolist())
+            envs.reseed(draw_env_seeds(np.random.default_rng([cfg.seed, state.steps]), n))
         live = start_rollout(cfg, envs, TrainState(params=state.params, opt_state={}, grad_buffer={}))
     live.leftover = leftover
     state.live = live

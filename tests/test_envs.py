@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import compose_cfg
-from pgpong.envs import GymEnvs, VectorEnvs, make_envs
+from pgpong.envs import GymEnvs, VectorEnvs, make_envs, seeded_envs
 from pgpong.errors import PgpongError
 from pgpong.preprocess import binarize_batch, crop_window
 from pgpong.trainer import train
@@ -114,8 +114,7 @@ def test_training_on_the_vector_path_is_deterministic_for_a_seed(tmp_path, group
     def run(i):
         cfg = compose_cfg(["episodes=12", "batch_size=3", "H=8", "env.num_envs=4", "env.max_episode_steps=150",
                            "checkpoint_every=1000", f"env.groups={groups}"])
-        rng = np.random.default_rng(cfg.seed)
-        envs = make_envs(cfg.env, rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist())
+        rng, envs = seeded_envs(cfg)
         seen = []
         try:
             summary = train(cfg, envs, NullTracker(), rng, tmp_path / str(i), callbacks=[lambda e, m: seen.append((e, m))])

@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from tests.conftest import compose_cfg, run_cli
 from pgpong import checkpoint
-from pgpong.envs import make_envs
+from pgpong.envs import make_envs, seeded_envs
 from pgpong.errors import Interrupted, PgpongError
 from pgpong.tracking import NullTracker
 from pgpong.trainer import restore_state, train
@@ -22,15 +22,8 @@ BASE = ["H=8", "batch_size=3", "env.max_episode_steps=250", "checkpoint_every=2"
 EXACT = {"pong_v0": ["env=pong_v0"], "pong_v5": ["env=pong_v5", "env.vector=false", "env.num_envs=1"]}
 
 
-def start(cfg):
-    """What run.py does before training: one generator, env seeds drawn from it."""
-    rng = np.random.default_rng(cfg.seed)
-    envs = make_envs(cfg.env, rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist())
-    return rng, envs
-
-
 def straight(cfg, out_dir):
-    rng, envs = start(cfg)
+    rng, envs = seeded_envs(cfg)   # as pgpong.run does
     try:
         with threadpool_limits(limits=1):
             return train(cfg, envs, NullTracker(), rng, out_dir)
@@ -41,7 +34,7 @@ def straight(cfg, out_dir):
 def resumed(cfg, ckpt_path, out_dir):
     """A new generator and new emulators, put back to where the checkpoint left them."""
     arrays, meta = checkpoint.load(ckpt_path)
-    rng, envs = start(cfg)
+    rng, envs = seeded_envs(cfg)   # as pgpong.run does
     try:
         state = restore_state(cfg, arrays, meta, rng, envs, ckpt_path)
         with threadpool_limits(limits=1):
@@ -81,7 +74,7 @@ def test_stopping_in_the_middle_of_an_episode_and_resuming_gives_the_uninterrupt
         steps.append(1)
         return "SIGTERM" if len(steps) == 400 else None
 
-    rng, envs = start(cfg)
+    rng, envs = seeded_envs(cfg)   # as pgpong.run does
     with pytest.raises(Interrupted) as e:
         train(cfg, envs, NullTracker(), rng, tmp_path / "a", stop=stop)
     envs.close()
@@ -136,7 +129,7 @@ def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_dete
     assert first["rewards"] == full["rewards"][:3]
 
     cfg = compose_cfg(vector + ["episodes=8"])
-    rng, envs = start(cfg)
+    rng, envs = seeded_envs(cfg)   # as pgpong.run does
     state = restore_state(cfg, arrays, meta, rng, envs, ckpt)
     envs.close()
     for k, w in state.params.items():

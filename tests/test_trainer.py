@@ -1,7 +1,7 @@
 """The training loop on the real emulator with tiny budgets."""
 import numpy as np
 
-from pgpong.envs import make_envs
+from pgpong.envs import seeded_envs
 from pgpong.tracking import NullTracker
 from pgpong.trainer import new_state, train
 from tests.conftest import TINY, compose_cfg
@@ -18,8 +18,7 @@ class RecordingTracker(NullTracker):
 
 def tiny_train(tmp_path, overrides=(), tracker=None):
     cfg = compose_cfg(TINY + list(overrides))
-    rng = np.random.default_rng(cfg.seed)
-    envs = make_envs(cfg.env, rng.integers(0, 2**31 - 1, size=cfg.env.num_envs).tolist())
+    rng, envs = seeded_envs(cfg)
     try:
         return cfg, train(cfg, envs, tracker or NullTracker(), rng, tmp_path)
     finally:
