@@ -46,14 +46,17 @@ class _Stop(Exception):
 
 
 class TimedEnvs:
-    """Forwards to real envs (group by group), counts agent steps, stops the run after `seconds`."""
+    """Forwards to real envs (group by group), counts agent steps, stops the run after `seconds`.
+
+    t0/t1: wall clock at the first send and the last recv; cpu0/cpu1: this thread's CPU time then.
+    """
 
     def __init__(self, envs, seconds: float):
         self.envs, self.seconds = envs, seconds
         self.num_envs = envs.num_envs
         self.groups = [_TimedGroup(self, g) for g in envs.groups]
         self.steps = 0
-        self.t0 = self.t1 = None
+        self.t0 = self.t1 = self.cpu0 = self.cpu1 = None
 
     def close(self):
         self.envs.close()
@@ -67,8 +70,8 @@ class _TimedGroup:
         return self.group.reset()
 
     def send(self, actions):
-        if self.timer.t0 is None:
-            self.timer.t0 = time.perf_counter()      # from the first step on: set-up not counted
+        if self.timer.t0 is None:                    # from the first step on: set-up not counted
+            self.timer.t0, self.timer.cpu0 = time.perf_counter(), time.thread_time()
         self.group.send(actions)
 
     def cancel(self):
@@ -78,7 +81,7 @@ class _TimedGroup:
         out = self.group.recv()
         t = self.timer
         t.steps += self.num_envs
-        t.t1 = time.perf_counter()
+        t.t1, t.cpu1 = time.perf_counter(), time.thread_time()
         if t.t1 - t.t0 >= t.seconds:
             raise _Stop
         return out
@@ -204,6 +207,12 @@ def run_naive(cfg, seconds: float) -> tuple[int, float]:
 
 def run_trainer(cfg, seconds: float) -> tuple[int, float]:
     """(agent steps, seconds) of the real trainer on cfg, stopped after `seconds` of stepping."""
+    envs = timed_trainer(cfg, seconds)
+    return envs.steps, envs.t1 - envs.t0
+
+
+def timed_trainer(cfg, seconds: float) -> TimedEnvs:
+    """The real trainer on cfg for `seconds` of stepping; its (closed) TimedEnvs hold the counts."""
     from pgpong.trainer import train
     rng, envs = seeded_envs(cfg)                                  # as pgpong.run does
     envs = TimedEnvs(envs, seconds)
@@ -213,7 +222,7 @@ def run_trainer(cfg, seconds: float) -> tuple[int, float]:
                 train(cfg, envs, NullTracker(), rng, out, progress=Progress(cfg.episodes, 1e9, stream=devnull))
             except _Stop:
                 pass
-        return envs.steps, envs.t1 - envs.t0
+        return envs
     finally:
         envs.close()
 

@@ -17,3 +17,25 @@ def test_memory_benchmark_runs_the_real_trainer_and_writes_its_peak(tmp_path):
     assert (result["envs"], result["groups"], result["episodes"], result["agent_steps"]) == (4, 2, 4, 1000)
     assert 0 < result["rss_before_training_mb"] <= result["peak_rss_mb"] < result["limit_mb"]
     assert "peak RSS" in r.stdout
+
+
+def test_time_profile_splits_a_real_trainer_run_into_its_parts(tmp_path):
+    out = tmp_path / "profile.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "--seconds", "1",
+                        "--json", str(out), "env.num_envs=2", "H=16"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["steps_per_s"] > 0 and result["main_thread_cpu_us_per_step"] > 0 and result["profiled_steps"] > 0
+    parts = result["parts_us_per_step"]
+    for part in ("binarizing frames", "sparse input", "forward + sampling", "send + recv (wall: mostly waiting)"):
+        assert parts[part] > 0, part
+    assert result["emulators_alone"]["envs_per_call"] == 1          # 2 envs in the default 2 groups
+    assert result["emulators_alone"]["recv_cpu_us_per_call"] > 0
+    assert "us per agent step" in r.stdout
+
+
+def test_time_profile_refuses_a_bad_override(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "env.groups=3"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: env.groups=3") and "Traceback" not in r.stderr
