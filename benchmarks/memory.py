@@ -9,7 +9,7 @@ two moving paddles and a moving ball, so each input has a few dozen non-zeros li
 game's) and ends every env's episode at exactly `--steps` steps, all envs of a group at the same
 step, the worst case: 16 x 20,000 steps in flight, then 16 episode gradients. The envs are laid
 out in `env.groups` groups stepped in turn, as the trainer does on the vector path. Everything
-else is the real `pgpong.trainer.train` with the default config (rollout buffers, gradients,
+else is the real `pgpong.engine.trainer.train` with the default config (rollout buffers, gradients,
 RMSProp updates), no tracking. Prints the peak resident set size (ru_maxrss) and writes it as JSON.
 """
 import argparse
@@ -25,9 +25,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pgpong import bench  # noqa: E402
+from pgpong.engine.trainer import train  # noqa: E402
 from pgpong.errors import PgpongError  # noqa: E402
-from pgpong.tracking import NullTracker  # noqa: E402
-from pgpong.trainer import train  # noqa: E402
+from pgpong.tracking.tracker import NullTracker  # noqa: E402
 
 
 class SyntheticGroup:

@@ -22,12 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pgpong import bench  # noqa: E402
-from pgpong.envs import seeded_envs  # noqa: E402
+from pgpong.engine.envs import seeded_envs  # noqa: E402
 from pgpong.errors import PgpongError  # noqa: E402
 
 # part -> [(file name, function name, sign)]: cumulative times added (+1) or taken out (-1)

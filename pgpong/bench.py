@@ -13,7 +13,7 @@ In one process, each repeat runs, one after another for `--seconds` each:
   naive    one gymnasium env with the same id/frameskip/sticky settings and the gist's structure:
            dense float64 forward per step, float64 per-step buffers, dense backward per episode,
            RMSProp every batch_size episodes;
-  trainer  the real `pgpong.trainer.train` on the composed config (default: the defaults), no tracking.
+  trainer  the real `pgpong.engine.trainer.train` on the composed config (default: the defaults), no tracking.
 Prints medians over repeats of agent steps/s and emulator frames/s and the ratios
 trainer/ceiling and trainer/naive, and writes them (with every repeat) as JSON.
 """
@@ -31,12 +31,18 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
-from pgpong.envs import draw_env_seeds, make_envs, make_one, seeded_envs, vector_settings
+from pgpong.engine.envs import (
+    draw_env_seeds,
+    make_envs,
+    make_one,
+    seeded_envs,
+    vector_settings,
+)
+from pgpong.engine.progress import Progress
 from pgpong.errors import PgpongError
-from pgpong.progress import Progress
-from pgpong.tracking import NullTracker
+from pgpong.paths import CONF_DIR
+from pgpong.tracking.tracker import NullTracker
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 KINDS = ("ceiling", "naive", "trainer")
 CEILINGS = ("ceiling_as_trained", "ceiling_one_env")   # the ceiling is their maximum
 
@@ -88,9 +94,10 @@ class _TimedGroup:
 
 
 def compose(overrides=()):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     config.register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = hydra_compose(config_name="config", overrides=["tracking=none", *overrides])
     config.validate(cfg)
     return cfg
@@ -213,7 +220,7 @@ def run_trainer(cfg, seconds: float) -> tuple[int, float]:
 
 def timed_trainer(cfg, seconds: float) -> TimedEnvs:
     """The real trainer on cfg for `seconds` of stepping; its (closed) TimedEnvs hold the counts."""
-    from pgpong.trainer import train
+    from pgpong.engine.trainer import train
     rng, envs = seeded_envs(cfg)                                  # as pgpong.run does
     envs = TimedEnvs(envs, seconds)
     try:

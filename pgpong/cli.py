@@ -6,18 +6,22 @@ too) and validates it, so any mistake stops with `error: <key>...: <what is allo
 before a run, a file or an MLflow record exists.
 """
 import sys
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import BooleanNode, FloatNode, IntegerNode, OmegaConf, StringNode
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from pgpong import config
 from pgpong.errors import PgpongError
+from pgpong.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 NODE_WORDS = {BooleanNode: "true or false", IntegerNode: "an integer", FloatNode: "a number", StringNode: "a string"}
 
 

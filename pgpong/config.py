@@ -10,8 +10,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pgpong.core.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 from pgpong.errors import PgpongError
-from pgpong.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 
 
 @dataclass

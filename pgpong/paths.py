@@ -1,7 +1,13 @@
-"""The one place that resolves user paths and URIs against the launch directory."""
+"""The one place for paths: where the configs and sweep specs live, and user paths and URIs resolved
+against the launch directory."""
 from pathlib import Path
 
 from pgpong.errors import PgpongError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+CONF_DIR = PROJECT_DIR / "conf"        # the Hydra config tree
+SWEEPS_DIR = PROJECT_DIR / "sweeps"    # the Optuna search specs
 
 
 def resolve_sqlite_uri(uri: str, launch_dir: str | Path, key: str) -> str:

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from pgpong import checkpoint, cliargs, policy
-from pgpong.envs import make_one
+from pgpong import cliargs
+from pgpong.core import policy
+from pgpong.core.preprocess import binarize, sparse_input
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import make_one
 from pgpong.errors import PgpongError
 from pgpong.paths import resolve_path, resolve_sqlite_uri
-from pgpong.preprocess import binarize, sparse_input
 
 KEYS = ("run_id", "model", "episodes", "policy", "video", "render", "seed", "env.max_episode_steps", "fps",
         "tracking.uri")

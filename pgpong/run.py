@@ -19,16 +19,17 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from pgpong import checkpoint, config, runinfo
-from pgpong.callbacks import sweep_ids, threads_per_job, write_job_status
+from pgpong import config
 from pgpong.cli import precheck
-from pgpong.envs import seeded_envs
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import seeded_envs
+from pgpong.engine.trainer import SHAPE_KEYS, restore_state, train
 from pgpong.errors import Interrupted, PgpongError
-from pgpong.paths import resolve_path, resolve_sqlite_uri
-from pgpong.tracking import make_tracker
-from pgpong.trainer import SHAPE_KEYS, restore_state, train
+from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
+from pgpong.tracking import naming
+from pgpong.tracking.multirun import sweep_ids, threads_per_job, write_job_status
+from pgpong.tracking.tracker import make_tracker
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 config.register()
 
 
@@ -99,7 +100,7 @@ def resume_config(cfg, overrides: list[str], saved: dict, path):
     """The checkpoint's config, with only what the user overrode now taken from the command line."""
     explicit = override_keys(overrides)
     merged = cfg.copy()
-    for key, value in runinfo.flatten(OmegaConf.create(saved)).items():
+    for key, value in naming.flatten(OmegaConf.create(saved)).items():
         if key == "resume" or any(key == k or key.startswith(k + ".") for k in explicit):
             continue
         try:
@@ -144,13 +145,13 @@ def run(cfg) -> dict:
             if multirun:    # the sweep's run list shows the job that could not start, and why
                 tags = {"seed": cfg.seed, "hydra_overrides": " ".join(overrides) or "(none)",
                         "output_dir": str(out_dir), "failure_reason": str(e)[:5000], **sweep_tags}
-                make_tracker(cfg.tracking, launch_dir, runinfo.run_name(overrides, cfg), tags,
+                make_tracker(cfg.tracking, launch_dir, naming.run_name(overrides, cfg), tags,
                              parent_run_id).end("FAILED")
             raise
         try:
             state = restore_state(cfg, arrays, saved, rng, envs, ckpt_path) if ckpt_path else None
-            name = (saved or {}).get("run_name") or runinfo.run_name(overrides, cfg)
-            tags = {"seed": cfg.seed, "git_commit": runinfo.git_commit() or "unknown",
+            name = (saved or {}).get("run_name") or naming.run_name(overrides, cfg)
+            tags = {"seed": cfg.seed, "git_commit": naming.git_commit() or "unknown",
                     "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir),
                     "checkpoint_dir": str(out_dir / "checkpoints")}
             if ckpt_path:
@@ -161,7 +162,7 @@ def run(cfg) -> dict:
             status = "FAILED"
             try:
                 if not getattr(tracker, "resumed", False):
-                    tracker.log_params(runinfo.run_params(cfg, envs))
+                    tracker.log_params(naming.run_params(cfg, envs))
                 out_dir.mkdir(parents=True, exist_ok=True)
                 (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
                 tracker.log_artifact(out_dir / "config.yaml", "resumed" if ckpt_path else None)
@@ -197,7 +198,7 @@ def run(cfg) -> dict:
     return summary
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg) -> float:
     hc = HydraConfig.get()
     multirun, out_dir = hc.mode == RunMode.MULTIRUN, Path(hc.runtime.output_dir)

@@ -1,5 +1,4 @@
 """Checkpoint files: atomic under SIGKILL, and refused with a clear message when bad or crafted."""
-import os
 import pickle
 import signal
 import subprocess
@@ -9,12 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import compose_cfg, run_cli
-from pgpong import checkpoint
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import make_envs
+from pgpong.engine.trainer import checkpoint_state, new_state, restore_state
 from pgpong.errors import PgpongError
-from pgpong.tracking import NullTracker
-from pgpong.trainer import checkpoint_state, new_state, restore_state
-from pgpong.envs import make_envs
+from tests.conftest import compose_cfg, run_cli
 
 CFG = ["H=8", "env.max_episode_steps=60", "tracking=none", "env.vector=false"]   # the gymnasium path saves every part
 
@@ -25,7 +23,7 @@ def good(tmp_path):
     cfg = compose_cfg(CFG)
     rng = np.random.default_rng(0)
     envs = make_envs(cfg.env, [1])
-    from pgpong.trainer import start_rollout
+    from pgpong.engine.trainer import start_rollout
     state = new_state(cfg, rng)
     arrays, meta = checkpoint_state(cfg, state, rng, envs, start_rollout(cfg, envs, state))
     envs.close()
@@ -127,7 +125,7 @@ def test_a_crafted_file_given_to_resume_is_a_one_line_error(tmp_path):
 
 WRITER = """
 import sys, numpy as np
-from pgpong import checkpoint
+from pgpong.engine import checkpoint
 folder, i = sys.argv[1], 0
 big = np.random.default_rng(0).standard_normal(8_000_000).astype(np.float32)   # 32 MB per file
 while True:

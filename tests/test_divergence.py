@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import compose_cfg, run_cli
-from pgpong import checkpoint
-from pgpong.envs import make_envs
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import make_envs
+from pgpong.engine.trainer import train
 from pgpong.errors import Diverged, PgpongError
-from pgpong.tracking import NullTracker
-from pgpong.trainer import train
+from pgpong.tracking.tracker import NullTracker
+from tests.conftest import compose_cfg, run_cli
 
 # lr=1e38: the first RMSProp step moves weights by ~lr/sqrt(1-decay) = 1e39, past float32s 3.4e38
 HUGE = ["H=8", "batch_size=2", "env.max_episode_steps=250", "lr=1e38", "episodes=30", "checkpoint_every=1"]

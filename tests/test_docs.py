@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pgpong import policy
-from pgpong.gradient import episode_gradient, episode_matrix
-from pgpong.preprocess import sparse_input
-from pgpong.returns import advantages, discount
+from pgpong.core import policy
+from pgpong.core.gradient import episode_gradient, episode_matrix
+from pgpong.core.preprocess import sparse_input
+from pgpong.core.returns import advantages, discount
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "math.md"
@@ -29,7 +29,7 @@ REF = re.compile(r"`((?:pgpong|tests)/[\w/]+\.py)::([A-Za-z_]\w*(?:\.[A-Za-z_]\w
 FENCE = re.compile(r"^```(\w*)\s*$")
 HEADING = re.compile(r"^#{1,6} ")
 INLINE_MATH = re.compile(r"\$`([^`]*)`\$")
-MATH_MODULES = ("policy", "gradient", "returns", "optim")
+MATH_MODULES = ("core/policy", "core/gradient", "core/returns", "core/optim")
 
 # TeX macros the page may use: all are in MathJax's default TeX input, which GitHub renders.
 # Add a new one only after checking it renders on GitHub.
@@ -251,7 +251,7 @@ def test_sparse_backward_equals_dense_backward(actions):
 
 def test_batch_gradient_is_the_sum_of_its_episode_gradients(cfg_factory):
     """The trainer adds each finished episode's gradient into its buffer; update() uses the sum."""
-    from pgpong import trainer
+    from pgpong.engine import trainer
     cfg = cfg_factory(["H=4", "crop.bottom=51", "crop.right=16", "baseline=value"])
     rng = np.random.default_rng(2)
     state = trainer.new_state(cfg, rng)

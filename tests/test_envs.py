@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from tests.conftest import compose_cfg
-from pgpong.envs import GymEnvs, VectorEnvs, make_envs, seeded_envs
+from pgpong.core.preprocess import binarize_batch, crop_window
+from pgpong.engine.envs import GymEnvs, VectorEnvs, make_envs, seeded_envs
+from pgpong.engine.trainer import train
 from pgpong.errors import PgpongError
-from pgpong.preprocess import binarize_batch, crop_window
-from pgpong.trainer import train
-from pgpong.tracking import NullTracker
+from pgpong.tracking.tracker import NullTracker
+from tests.conftest import compose_cfg
 
 
 def env_cfg(overrides):

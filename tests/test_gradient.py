@@ -3,9 +3,9 @@ finite differences of the log-likelihood objective, for every action set and bas
 import numpy as np
 import pytest
 
-from pgpong import policy
-from pgpong.gradient import episode_gradient, episode_matrix
-from pgpong.preprocess import sparse_input
+from pgpong.core import policy
+from pgpong.core.gradient import episode_gradient, episode_matrix
+from pgpong.core.preprocess import sparse_input
 
 
 def make_episode(rng, T=40, D=60, H=7, actions="two", dtype=np.float64, value_head=False):

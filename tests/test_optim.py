@@ -1,6 +1,6 @@
 import numpy as np
 
-from pgpong import optim
+from pgpong.core import optim
 
 
 def test_rmsprop_step_matches_formula():

@@ -5,9 +5,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, run_cli
 from pgpong import play
 from pgpong.errors import PgpongError
+from tests.conftest import TINY, run_cli
 
 STEPS = 60    # TINY's env.max_episode_steps: every played episode is cut there
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pgpong import policy
-from pgpong.preprocess import batch_input, sparse_input, sparse_rows
+from pgpong.core import policy
+from pgpong.core.preprocess import batch_input, sparse_input, sparse_rows
 
 
 def envs_inputs(rng, n=9, D=6400):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pgpong import preprocess
-from pgpong.envs import make_one
+from pgpong.core import preprocess
+from pgpong.engine.envs import make_one
 from tests.conftest import compose_cfg
 
 

@@ -3,10 +3,19 @@ import numpy as np
 import pytest
 from ale_py import ALEInterface, LoggerMode, roms
 
+from pgpong.core.preprocess import (
+    BACKGROUND_GRAY,
+    BACKGROUND_RED,
+    batch_input,
+    binarize,
+    binarize_batch,
+    crop_window,
+    sparse_input,
+    sparse_rows,
+)
 from tests.conftest import compose_cfg
-from pgpong.preprocess import BACKGROUND_GRAY, BACKGROUND_RED, batch_input, binarize, binarize_batch, crop_window, sparse_input, sparse_rows
 
-# in play, and on every episode's first (reset) frame: see pgpong/preprocess.py
+# in play, and on every episode's first (reset) frame: see pgpong/core/preprocess.py
 PLAY_COLOURS = {0x904811, 0xD5824A, 0x5CBA5C, 0xECECEC, 0x000000}
 RESET_COLOURS = {0x6D762B, 0x355F18, 0x656FE4, 0xD2B656, 0x000000}
 

@@ -1,6 +1,6 @@
 import io
 
-from pgpong.progress import Progress
+from pgpong.engine.progress import Progress
 
 
 class FakeTerminal(io.StringIO):

@@ -5,16 +5,15 @@ Each synthetic seed's running reward climbs one point every k episodes from -21
 """
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from tests.conftest import run_cli
-from pgpong import report as rep
 from pgpong.errors import PgpongError
-from pgpong.reportstats import band, first_crossing, gehan, welch
+from pgpong.report import build as rep
+from pgpong.report.stats import band, first_crossing, gehan, welch
+from tests.conftest import run_cli
 
 BUDGET = 500                      # episodes per synthetic run
 MS_PER_EPISODE = 36_000           # 100 episodes per wall-clock hour
@@ -228,6 +227,7 @@ def test_report_command_prints_the_table_and_exits_2_with_one_line_on_errors(sto
 
 def test_crop_fix_experiment_sweeps_both_crops_at_lr_1e_3(cfg_factory):
     from hydra import compose, initialize_config_dir
+
     from tests.conftest import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="config", overrides=["experiment=crop_fix"], return_hydra_config=True)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from tests.conftest import compose_cfg, run_cli
-from pgpong import checkpoint
-from pgpong.envs import make_envs, seeded_envs
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import make_envs, seeded_envs
+from pgpong.engine.trainer import restore_state, train
 from pgpong.errors import Interrupted, PgpongError
-from pgpong.tracking import NullTracker
-from pgpong.trainer import restore_state, train
+from pgpong.tracking.tracker import NullTracker
+from tests.conftest import compose_cfg, run_cli
 
 # 250 steps: long enough for points to be scored (at 60 steps every reward is 0, every gradient 0,
 # and the weights would never move, so a broken resume could not be told from a good one)

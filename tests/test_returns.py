@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pgpong.returns import advantages, discount, running_mean, standardize
+from pgpong.core.returns import advantages, discount, running_mean, standardize
 
 
 def test_discount_hand_computed():

@@ -1,9 +1,9 @@
 """Rollout bookkeeping: each env's episodes read back exactly, however the step ring grows."""
 import numpy as np
 
+from pgpong.core import policy
+from pgpong.engine.rollout import Rollout
 from tests.conftest import compose_cfg
-from pgpong import policy
-from pgpong.rollout import Rollout
 
 
 def random_frames(rng, n):

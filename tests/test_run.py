@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pgpong import checkpoint
+from pgpong.engine import checkpoint
 from tests.conftest import TINY
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pgpong import checkpoint
+from pgpong.engine import checkpoint
 
 ARGS = ["H=8", "batch_size=3", "env.max_episode_steps=250", "checkpoint_every=1000", "seed=2",
         "tracking.flush_every_s=0.5", "log_every_s=0.2"]

@@ -4,10 +4,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import compose_cfg, run_cli
 from pgpong import config
-from pgpong.sweep import main
-from pgpong.sweepspec import SpecError, load_spec, objective_value
+from pgpong.sweep.spec import SpecError, load_spec, objective_value
+from pgpong.sweep.study import main
+from tests.conftest import compose_cfg, run_cli
 from tests.servers import free_port
 
 TINY_TRIAL = ["H=8", "batch_size=1", "checkpoint_every=100"]
@@ -92,7 +92,7 @@ def test_unknown_sweep_name_lists_the_specs_and_exits_2(tmp_path):
 
 
 def test_shipped_specs_are_valid(tmp_path, monkeypatch):
-    from pgpong.sweep import SWEEPS_DIR, check_params
+    from pgpong.sweep.study import SWEEPS_DIR, check_params
     for f in sorted(SWEEPS_DIR.glob("*.yaml")):
         spec = load_spec(f)
         check_params(spec, spec.fixed + [f"episodes={spec.episodes}"])
@@ -168,7 +168,7 @@ def test_rerunning_resumes_the_study_in_a_journal_file(tmp_path, monkeypatch, ca
 
 def test_a_trial_past_n_trials_is_not_trained(tmp_path):
     """Two workers can both ask for a trial when one slot is left: the later number must not train."""
-    from pgpong.sweep import Objective, SurplusTrial
+    from pgpong.sweep.study import Objective, SurplusTrial
     spec = load_spec(tmp_path / write(tmp_path, SPEC))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", study_name="s")
     study.ask()                                   # trial 0: the other worker's, still running
@@ -184,9 +184,11 @@ def test_racing_workers_agree_on_the_earliest_stamped_study_parent_run(tmp_path,
     way) must win: the worker waits, sees it and deletes its own, as the other worker will decide."""
     import threading
     import time
+
     from omegaconf import OmegaConf
-    from pgpong import sweep as sweep_module
-    from pgpong.sweep import study_parent_run
+
+    from pgpong.sweep import study as sweep_module
+    from pgpong.sweep.study import study_parent_run
     monkeypatch.setattr(sweep_module, "PARENT_SETTLE_S", 3.0)   # room for this test's own run to be stored
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracking = OmegaConf.create({"backend": "mlflow", "uri": uri, "experiment": "race"})

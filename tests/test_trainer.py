@@ -1,9 +1,9 @@
 """The training loop on the real emulator with tiny budgets."""
 import numpy as np
 
-from pgpong.envs import seeded_envs
-from pgpong.tracking import NullTracker
-from pgpong.trainer import new_state, train
+from pgpong.engine.envs import seeded_envs
+from pgpong.engine.trainer import new_state, train
+from pgpong.tracking.tracker import NullTracker
 from tests.conftest import TINY, compose_cfg
 
 
@@ -41,7 +41,7 @@ def test_update_every_batch_size_episodes_changes_weights(tmp_path):
     rng.integers(0, 2**31 - 1, size=cfg.env.num_envs)  # the env seeds, drawn first as in tiny_train
     before = new_state(cfg, rng).params                # so these are train()'s initial weights
     _, no_update = tiny_train(tmp_path / "none", ["episodes=1", "batch_size=2"])
-    from pgpong import checkpoint
+    from pgpong.engine import checkpoint
     np.testing.assert_array_equal(checkpoint.load(no_update["model_path"])[0]["W1"], before["W1"])
     tracker = RecordingTracker()
     _, summary = tiny_train(tmp_path, ["episodes=4", "batch_size=2", "env.max_episode_steps=300"], tracker)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pgpong import checkpoint
-from pgpong.preprocess import input_size
+from pgpong.core.preprocess import input_size
+from pgpong.engine import checkpoint
 from tests.conftest import CONF_DIR, TINY, compose_cfg
 
 SKIP_GROUPS = {"experiment", "hydra"}   # experiments are multiruns with their own tests

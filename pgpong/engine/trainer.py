@@ -3,7 +3,7 @@
 `train` receives its collaborators (envs, tracker, rng, callbacks) and returns a summary; it
 never imports MLflow or Optuna. The envs come in groups (one, or two for the vector path)
 stepped in turn; per group and step: collect its frames, rewards and dones; act (forward +
-sample for its envs, see pgpong/rollout.py) and restart its emulators; then, while they run,
+sample for its envs, see pgpong/engine/rollout.py) and restart its emulators; then, while they run,
 per episode that just finished: gradient, accumulate, log; per batch: update. The actions of
 the step after an episode's end are chosen before that episode is learned from: only the first
 step of the next episode can be acted with pre-update parameters (with diff inputs its x = 0,
@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from pgpong import checkpoint, optim, policy
-from pgpong.envs import draw_env_seeds
+from pgpong.core import optim, policy
+from pgpong.core.gradient import episode_gradient, episode_matrix
+from pgpong.core.preprocess import binarize, input_size
+from pgpong.core.returns import running_mean
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import draw_env_seeds
+from pgpong.engine.progress import Progress
+from pgpong.engine.rollout import Episode, EpisodeBuffer, Rollout
 from pgpong.errors import Diverged, Interrupted, PgpongError
-from pgpong.gradient import episode_gradient, episode_matrix
-from pgpong.preprocess import binarize, input_size
-from pgpong.progress import Progress
-from pgpong.returns import running_mean
-from pgpong.rollout import Episode, EpisodeBuffer, Rollout
 
 
 @dataclass

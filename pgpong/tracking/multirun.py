@@ -75,7 +75,7 @@ class SweepCallback(Callback):
         self.sweep_dir = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from pgpong.tracking import make_tracker
+        from pgpong.tracking.tracker import make_tracker
         self.sweep_id = new_sweep_id()
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         launch_dir = config.hydra.runtime.get("cwd") or os.getcwd()

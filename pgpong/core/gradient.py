@@ -8,8 +8,8 @@
 import numpy as np
 import scipy.sparse as sp
 
-from pgpong import policy
-from pgpong.returns import advantages, discount
+from pgpong.core import policy
+from pgpong.core.returns import advantages, discount
 
 
 def episode_matrix(idx: list, val: list, D: int, dtype) -> sp.csr_matrix:

@@ -11,7 +11,7 @@ Runs are grouped by the params that differ between them, except the seed (and tr
 logging settings); each group is one variant, its runs its seeds. Written atomically to
 reports/<name>/ (report.md, table.csv, runs.csv, running_reward_vs_{episodes,hours}.{png,svg})
 and logged as the artifacts of a report run (tag pgpong.report=true) in MLflow.
-The statistics are described in pgpong/reportstats.py and docs/report.md.
+The statistics are described in pgpong/report/stats.py and docs/report.md.
 """
 import csv
 import io
@@ -29,8 +29,16 @@ import numpy as np
 from pgpong import cliargs
 from pgpong.errors import PgpongError
 from pgpong.paths import resolve_path, resolve_sqlite_uri
-from pgpong.reportstats import THRESHOLDS, band, compare_times, first_crossing, mean_sd, on_grid, welch
-from pgpong.runinfo import NOT_IN_NAME
+from pgpong.report.stats import (
+    THRESHOLDS,
+    band,
+    compare_times,
+    first_crossing,
+    mean_sd,
+    on_grid,
+    welch,
+)
+from pgpong.tracking.naming import NOT_IN_NAME
 
 KEYS = ("experiment", "sweep", "runs", "tag", "filter", "name", "out", "tracking.uri", "alpha")
 RUNNING = "episode/running_reward"
@@ -505,7 +513,7 @@ def build_report(groups: list[Group], differ: list[str], selection: str, command
 
 def log_report_run(client, groups: list[Group], name: str, folder: Path, selection: str, command: str) -> str:
     """A report run holding the report's files; in the runs' experiment when they share one."""
-    from pgpong.tracking import experiment_id
+    from pgpong.tracking.tracker import experiment_id
     exps = {r.experiment_id for g in groups for r in g.runs}
     exp_id = exps.pop() if len(exps) == 1 else experiment_id(client, "reports")
     ids = ",".join(r.run_id for g in groups for r in g.runs)
@@ -567,6 +575,3 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(f"- {v}" for v in out["verdicts"]))
     print(f"\npgpong: report -> {out['dir']} (MLflow report run {out['run_id']})", file=sys.stderr)
 
-
-if __name__ == "__main__":
-    main()

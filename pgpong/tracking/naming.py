@@ -1,10 +1,10 @@
 """What identifies a run: its name from the overrides, its flattened params, its tags."""
 import subprocess
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from pgpong.paths import PROJECT_DIR
+
 NOT_IN_NAME = ("tracking", "hydra", "log_every_s", "checkpoint_every", "resume")
 
 
@@ -42,7 +42,7 @@ def flatten(cfg) -> dict:
 
 def run_params(cfg, envs) -> dict:
     """What a run logs as params: the resolved config, the env's resolved settings, the input size D."""
-    from pgpong.preprocess import input_size
+    from pgpong.core.preprocess import input_size
     params = flatten(cfg)
     params.update(envs.describe())
     params["D"] = input_size(cfg.crop, cfg.input.kind)

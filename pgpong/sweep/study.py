@@ -10,7 +10,7 @@ Optuna's journal file storage), study (default: the spec's name), episodes (per 
 overrides the spec's). Any other key=value is a Hydra override applied to every trial.
 
 Each trial composes conf/ with the spec's fixed overrides plus its sampled values, calls the same
-`pgpong.trainer.train` as `python -m pgpong.run` with a callback that reports the objective
+`pgpong.engine.trainer.train` as `python -m pgpong.run` with a callback that reports the objective
 every `report_every` episodes and raises `optuna.TrialPruned` when the pruner says so. Re-running
 the same command resumes the study; several workers (processes or machines) share it through one
 storage and one MLflow server, and stop together when the study holds n_trials trials.
@@ -27,17 +27,24 @@ import yaml
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from pgpong import config, runinfo
-from pgpong.envs import seeded_envs
+from pgpong import config
+from pgpong.engine.envs import seeded_envs
+from pgpong.engine.trainer import train
 from pgpong.errors import PgpongError
-from pgpong.paths import resolve_path, resolve_sqlite_uri
-from pgpong.sweepspec import Param, Spec, SpecError, aggregate, available, load_spec, objective_value, spec_path
-from pgpong.tracking import NullTracker, experiment_id, make_tracker
-from pgpong.trainer import train
+from pgpong.paths import CONF_DIR, SWEEPS_DIR, resolve_path, resolve_sqlite_uri
+from pgpong.sweep.spec import (
+    Param,
+    Spec,
+    SpecError,
+    aggregate,
+    available,
+    load_spec,
+    objective_value,
+    spec_path,
+)
+from pgpong.tracking import naming
+from pgpong.tracking.tracker import NullTracker, experiment_id, make_tracker
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_DIR / "conf"
-SWEEPS_DIR = PROJECT_DIR / "sweeps"
 DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"    # which process ran a trial
 STUDY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -213,7 +220,8 @@ def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str,
     if tracking_cfg.backend == "none":
         return None
     from mlflow.tracking import MlflowClient
-    from pgpong.tracking import check_reachable
+
+    from pgpong.tracking.tracker import check_reachable
     uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
     check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
@@ -246,7 +254,7 @@ def train_seed(cfg, tracker, out_dir: Path, callbacks, skip_params=frozenset()) 
     """What `python -m pgpong.run` does for one run, minus Hydra: build envs, log params, train."""
     rng, envs = seeded_envs(cfg)     # the run's one random generator, and its envs
     try:
-        params = runinfo.run_params(cfg, envs)
+        params = naming.run_params(cfg, envs)
         tracker.log_params({k: v for k, v in params.items() if k not in skip_params})   # already logged
         out_dir.mkdir(parents=True, exist_ok=True)
         with threadpool_limits(limits=1):
@@ -281,7 +289,7 @@ class Objective:
         overrides = self.base + [override(k, v) for k, v in sampled.items()]
         tags = {"pgpong_kind": "trial", "optuna_study": self.study_name, "optuna_trial": trial.number,
                 "sweep_spec": spec.name, "hydra_overrides": " ".join(overrides), "worker": WORKER, "git_commit":
-                runinfo.git_commit() or "unknown"}
+                naming.git_commit() or "unknown"}
         trial_tracker = self.tracker(f"trial {trial.number}", tags, self.parent_run_id)
         if trial_tracker.run_id:
             trial.set_user_attr("mlflow_run_id", trial_tracker.run_id)
@@ -399,7 +407,7 @@ def prepare(argv: list[str], launch_dir: Path) -> dict:
     check_params(spec, base)
     cfg = checked_cfg(file, "fixed", base)
     if cfg.tracking.backend != "none":
-        from pgpong.tracking import check_reachable
+        from pgpong.tracking.tracker import check_reachable
         try:
             check_reachable(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"))
         except PgpongError as e:
@@ -422,7 +430,7 @@ def sweep(p: dict, launch_dir: Path) -> dict:
         raise SpecError(spec.file, "direction", f"{spec.direction}: study {study_name!r} in this storage "
                         f"was created with {study.direction.name.lower()}; use another study=NAME")
     tags = {"pgpong_kind": "study", "optuna_study": study_name, "optuna_storage": p["storage_id"],
-            "sweep_spec": spec.name, "git_commit": runinfo.git_commit() or "unknown"}
+            "sweep_spec": spec.name, "git_commit": naming.git_commit() or "unknown"}
     parent = study_parent_run(cfg.tracking, launch_dir, study_name, p["storage_id"], tags)
     parent_tracker = None
     if parent:
@@ -477,6 +485,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

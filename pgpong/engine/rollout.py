@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgpong import policy
-from pgpong.preprocess import batch_input, binarize_batch, crop_window, sparse_rows
+from pgpong.core import policy
+from pgpong.core.preprocess import batch_input, binarize_batch, crop_window, sparse_rows
 
 
 @dataclass

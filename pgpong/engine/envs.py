@@ -9,12 +9,12 @@ sent but not collected (the trainer's exit paths), so a saved emulator is never 
 - GymEnvs: gymnasium envs stepped one after another (the gist-exact path, `env=pong_v0`), RGB frames.
 - VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators in `groups` vector envs of
   `num_threads` threads each, in synchronous mode (every env steps every call, so runs are
-  deterministic for a seed), grayscale frames (binarized identically: see pgpong/preprocess.py),
+  deterministic for a seed), grayscale frames (binarized identically: see pgpong/core/preprocess.py),
   settings that make each env's episodes those of the gymnasium id (no reward clipping,
   noop/fire resets, episodic life or max-pooling).
 """
-import gymnasium as gym
 import ale_py
+import gymnasium as gym
 import numpy as np
 from ale_py.vector_env import AtariVectorEnv
 

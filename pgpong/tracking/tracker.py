@@ -76,8 +76,8 @@ def store_init_lock(uri: str):
 
 def is_unreachable(e: BaseException) -> bool:
     """A failure of the store, not of the request: worth keeping the write and trying later."""
-    from mlflow.exceptions import MlflowException
     import requests
+    from mlflow.exceptions import MlflowException
     if isinstance(e, MlflowException):
         return e.error_code not in PERMANENT_ERRORS
     return isinstance(e, (requests.RequestException, OSError, ConnectionError)) or is_locked(e)
@@ -358,6 +358,3 @@ def main(argv=None) -> int:
     print(f"pgpong: {n} kept writes sent", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

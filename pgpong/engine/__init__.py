@@ -1,0 +1,1 @@
+"""The emulators, the rollout, the training loop and its checkpoint files."""

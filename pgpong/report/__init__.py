@@ -1,0 +1,1 @@
+"""Reports that compare runs across seeds: data, statistics, plots, verdicts."""

@@ -1,0 +1,4 @@
+"""python -m pgpong.report experiment=crop_fix    # see pgpong/report/build.py"""
+from pgpong.report.build import main
+
+main()

@@ -1,0 +1,1 @@
+"""Where runs are recorded: the MLflow tracker, the multirun parent run, run names and params."""
