@@ -36,7 +36,8 @@ def pgpong_imports(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names += [f"{node.module}.{a.name}" for a in node.names]
+            is_package = (PACKAGE.parent / node.module.replace(".", "/")).is_dir()
+            names += [f"{node.module}.{a.name}" for a in node.names] if is_package else [node.module]
     return [n for n in names if n == "pgpong" or n.startswith("pgpong.")]
 
 
