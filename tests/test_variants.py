@@ -78,3 +78,6 @@ def test_experiment_runs_its_variants_for_real(tmp_path, cli, name):
     if name == "crop_fix":
         assert sorted(r.data.params["crop.bottom"] for r in runs) == ["185", "195"]
         assert {r.data.params["lr"] for r in runs} == {"0.001"}
+    if name == "staleness":
+        assert sorted(r.data.params["env.vector"] for r in runs) == ["False", "True"]
+        assert {r.data.params["lr"] for r in runs} == {"0.001"}
