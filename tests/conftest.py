@@ -4,24 +4,47 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
 from pgpong import config
+from pgpong.engine.envs import draw_env_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "conf")
 config.register()
 
 # A tiny but real budget: short truncated episodes on the real emulator (two emulators on the
-# default vector path: starting its 16 costs seconds per run).
-TINY = ["episodes=2", "batch_size=1", "H=8", "env.max_episode_steps=60", "checkpoint_every=1", "env.num_envs=2"]
+# default vector path: starting its 16 costs seconds per run). Long enough for points: Pong's
+# first point falls at agent step 64 (frameskip 4), so every episode has non-zero rewards, a
+# non-zero gradient, and every update moves the weights (at 60 steps none of that happened).
+TINY_STEPS = 200
+TINY = ["episodes=2", "batch_size=1", "H=8", f"env.max_episode_steps={TINY_STEPS}", "checkpoint_every=1",
+        "env.num_envs=2"]
 
 
 def compose_cfg(overrides=()):
     """The real composed config (conf/ + schema) with overrides, as the app would see it."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def initial_params(cfg) -> dict:
+    """The weights a run of cfg starts from (its env seeds are drawn first, as pgpong.run does)."""
+    from pgpong.engine.trainer import new_state
+    rng = np.random.default_rng(cfg.seed)
+    draw_env_seeds(rng, cfg.env.num_envs)
+    return new_state(cfg, rng).params
+
+
+def assert_learned(params: dict, cfg) -> None:
+    """Every weight array of a trained model differs from where cfg's run started, and is finite."""
+    start = initial_params(cfg)
+    assert set(params) == set(start)
+    for k, w in params.items():
+        assert np.isfinite(w).all(), k
+        assert not np.array_equal(w, start[k]), f"{k} never moved: no learning signal"
 
 
 @pytest.fixture

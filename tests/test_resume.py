@@ -5,13 +5,15 @@ are saved. The vector path (AtariVectorEnv, the default) cannot save its emulato
 training state is restored exactly and the episodes in flight start over (tested for what that
 keeps identical).
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_envs, seeded_envs
-from pgpong.engine.trainer import restore_state, train
+from pgpong.engine.trainer import TrainState, new_state, restore_state, train
 from pgpong.errors import Interrupted, PgpongError
 from pgpong.tracking.tracker import NullTracker
 from tests.conftest import compose_cfg, run_cli
@@ -23,12 +25,45 @@ EXACT = {"pong_v0": ["env=pong_v0"], "pong_v5": ["env=pong_v5", "env.vector=fals
 
 
 def straight(cfg, out_dir):
+    return trained(cfg, out_dir)[0]
+
+
+def trained(cfg, out_dir):
+    """(summary, the TrainState the run ended with: what its end checkpoint holds)."""
     rng, envs = seeded_envs(cfg)   # as pgpong.run does
+    state = new_state(cfg, rng)    # as train() makes it
     try:
         with threadpool_limits(limits=1):
-            return train(cfg, envs, NullTracker(), rng, out_dir)
+            return train(cfg, envs, NullTracker(), rng, out_dir, state=state), state
     finally:
         envs.close()
+
+
+def restored_state(cfg, ckpt_path):
+    """The TrainState restore_state reads from a checkpoint (envs made and closed as pgpong.run would)."""
+    arrays, meta = checkpoint.load(ckpt_path)
+    rng, envs = seeded_envs(cfg)
+    try:
+        return restore_state(cfg, arrays, meta, rng, envs, ckpt_path)
+    finally:
+        envs.close()
+
+
+def assert_same_state(restored: TrainState, original: TrainState) -> None:
+    """Every field of the training state equal, exactly: weights, optimizer memory, batch gradient,
+    counters, batch sums, running reward and every episode's reward (not the rollouts, `live`)."""
+    for f in dataclasses.fields(TrainState):
+        if f.name == "live":
+            continue
+        a, b = getattr(restored, f.name), getattr(original, f.name)
+        if isinstance(b, dict):
+            assert a.keys() == b.keys(), f.name
+            for k in b:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{f.name}[{k}]")
+                assert a[k].dtype == b[k].dtype, f"{f.name}[{k}]"
+        else:
+            assert a == b, f"{f.name}: restored {a!r}, saved {b!r}"
+    assert original.running is not None and any(original.rewards)
 
 
 def resumed(cfg, ckpt_path, out_dir):
@@ -52,13 +87,14 @@ def final_weights(summary):
 def test_stopping_after_n_episodes_and_resuming_gives_the_uninterrupted_run(tmp_path, env):
     # 5 episodes with batch_size=3: the checkpoint holds a half-filled gradient buffer
     full = straight(compose_cfg(BASE + EXACT[env] + ["episodes=10"]), tmp_path / "full")
-    first = straight(compose_cfg(BASE + EXACT[env] + ["episodes=5"]), tmp_path / "a")
+    first, first_state = trained(compose_cfg(BASE + EXACT[env] + ["episodes=5"]), tmp_path / "a")
     ckpt = checkpoint.latest(tmp_path / "a" / "checkpoints")
     assert checkpoint.load(ckpt)[1]["episode"] == 5 and checkpoint.load(ckpt)[1]["batch_episodes"] == 2
+    assert_same_state(restored_state(compose_cfg(BASE + EXACT[env] + ["episodes=10"]), ckpt), first_state)
     second = resumed(compose_cfg(BASE + EXACT[env] + ["episodes=10"]), ckpt, tmp_path / "b")
     assert len(set(full["rewards"])) > 1                  # the rewards say something
     assert first["rewards"] == full["rewards"][:5]
-    assert second["rewards"] == full["rewards"]
+    assert second["rewards"] == full["rewards"] and second["running_reward"] == full["running_reward"]
     assert second["steps"] == full["steps"] and second["updates"] == full["updates"] == 3
     for k, w in final_weights(full).items():
         np.testing.assert_array_equal(final_weights(second)[k], w, err_msg=k)
@@ -75,9 +111,11 @@ def test_stopping_in_the_middle_of_an_episode_and_resuming_gives_the_uninterrupt
         return "SIGTERM" if len(steps) == 400 else None
 
     rng, envs = seeded_envs(cfg)   # as pgpong.run does
+    state = new_state(cfg, rng)
     with pytest.raises(Interrupted) as e:
-        train(cfg, envs, NullTracker(), rng, tmp_path / "a", stop=stop)
+        train(cfg, envs, NullTracker(), rng, tmp_path / "a", stop=stop, state=state)
     envs.close()
+    assert_same_state(restored_state(cfg, e.value.checkpoint), state)
     assert e.value.episode == 1
     arrays, meta = checkpoint.load(e.value.checkpoint)
     # 150 steps of episode 2 taken, and the 151st chosen and sent (saved with its action)
@@ -85,7 +123,7 @@ def test_stopping_in_the_middle_of_an_episode_and_resuming_gives_the_uninterrupt
     assert arrays["group0.actions"].shape == (1,)
     second = resumed(cfg, e.value.checkpoint, tmp_path / "b")
     assert len(set(full["rewards"])) > 1
-    assert second["rewards"] == full["rewards"]
+    assert second["rewards"] == full["rewards"] and second["running_reward"] == full["running_reward"]
     for k, w in final_weights(full).items():
         np.testing.assert_array_equal(final_weights(second)[k], w, err_msg=k)
 
@@ -95,10 +133,11 @@ def test_episodes_that_end_together_past_the_target_are_learned_first_on_resume(
     # episode 6 finished but not learned; its end checkpoint keeps it for a longer run
     base = BASE + ["env=pong_v0", "env.num_envs=2"]
     full = straight(compose_cfg(base + ["episodes=10"]), tmp_path / "full")
-    straight(compose_cfg(base + ["episodes=5"]), tmp_path / "a")
+    _, first_state = trained(compose_cfg(base + ["episodes=5"]), tmp_path / "a")
     ckpt = checkpoint.latest(tmp_path / "a" / "checkpoints")
     arrays, meta = checkpoint.load(ckpt)
     assert meta["episode"] == 5 and meta["leftover"] == 1 and arrays["left0.rewards"].shape == (250,)
+    assert_same_state(restored_state(compose_cfg(base + ["episodes=10"]), ckpt), first_state)
     second = resumed(compose_cfg(base + ["episodes=10"]), ckpt, tmp_path / "b")
     assert len(set(full["rewards"])) > 1
     assert second["rewards"] == full["rewards"] and second["steps"] == full["steps"]
@@ -119,7 +158,7 @@ def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_dete
     # group 0's second episode, group 1 one step short of its own.
     vector = VECTOR + [f"env.groups={groups}"]
     full = straight(compose_cfg(vector + ["episodes=8"]), tmp_path / "full")
-    first = straight(compose_cfg(vector + ["episodes=3"]), tmp_path / "a")
+    first, first_state = trained(compose_cfg(vector + ["episodes=3"]), tmp_path / "a")
     ckpt = checkpoint.latest(tmp_path / "a" / "checkpoints")
     arrays, meta = checkpoint.load(ckpt)
     leftover, steps = {1: (1, 2 * 500), 2: (0, 500 + 499)}[groups]
@@ -132,11 +171,7 @@ def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_dete
     rng, envs = seeded_envs(cfg)   # as pgpong.run does
     state = restore_state(cfg, arrays, meta, rng, envs, ckpt)
     envs.close()
-    for k, w in state.params.items():
-        np.testing.assert_array_equal(w, arrays[f"param.{k}"])
-        np.testing.assert_array_equal(state.grad_buffer[k], arrays[f"grad.{k}"])
-    for k, v in state.opt_state.items():
-        np.testing.assert_array_equal(v, arrays[f"opt.{k}"])
+    assert_same_state(state, first_state)
     assert (state.episode, state.steps, state.updates, state.batch_episodes) == (3, steps, 1, 0)
     assert state.rewards == full["rewards"][:3] and rng.bit_generator.state == meta["rng"]
 

@@ -1,11 +1,10 @@
 """The real entry point `python -m pgpong.run`: a tracked smoke run read back from MLflow, and
 every kind of bad input stopping with one line, exit 2, and nothing left behind."""
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pgpong.engine import checkpoint
-from tests.conftest import TINY
+from tests.conftest import TINY, assert_learned, compose_cfg
 
 
 def runs_in(db):
@@ -42,7 +41,8 @@ def test_smoke_run_is_tracked_in_mlflow(tmp_path, cli):
     model = client.download_artifacts(run.info.run_id, "model.npz", str(tmp_path / "dl"))
     arrays, meta = checkpoint.load(model)
     assert arrays["W1"].shape == (6400, 8) and meta["config"]["lr"] == 0.001
-    assert np.isfinite(arrays["W2"]).all()
+    assert_learned(arrays, compose_cfg(TINY + ["lr=1e-3", "seed=3", "episodes=3", "batch_size=2"]))
+    assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "train/grad_norm"))
 
 
 def test_tracking_none_writes_no_database(tmp_path, cli):

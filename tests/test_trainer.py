@@ -1,10 +1,13 @@
 """The training loop on the real emulator with tiny budgets."""
 import numpy as np
+import pytest
 
+from pgpong.engine import checkpoint
 from pgpong.engine.envs import seeded_envs
-from pgpong.engine.trainer import new_state, train
+from pgpong.engine.trainer import train
 from pgpong.tracking.tracker import NullTracker
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import TINY, TINY_STEPS, assert_learned, compose_cfg, initial_params
+from tests.gist_reference import GIST
 
 
 class RecordingTracker(NullTracker):
@@ -26,7 +29,7 @@ def tiny_train(tmp_path, overrides=(), tracker=None):
 
 
 def test_same_seed_same_rewards(tmp_path):
-    over = ["episodes=4", "env.max_episode_steps=300"]
+    over = ["episodes=4"]
     _, a = tiny_train(tmp_path / "a", over)
     _, b = tiny_train(tmp_path / "b", over)
     _, c = tiny_train(tmp_path / "c", over + ["seed=1"])
@@ -36,15 +39,12 @@ def test_same_seed_same_rewards(tmp_path):
 
 
 def test_update_every_batch_size_episodes_changes_weights(tmp_path):
-    cfg = compose_cfg(TINY + ["episodes=4", "batch_size=2", "env.max_episode_steps=300"])
-    rng = np.random.default_rng(0)
-    rng.integers(0, 2**31 - 1, size=cfg.env.num_envs)  # the env seeds, drawn first as in tiny_train
-    before = new_state(cfg, rng).params                # so these are train()'s initial weights
+    cfg = compose_cfg(TINY + ["episodes=4", "batch_size=2"])
+    before = initial_params(cfg)
     _, no_update = tiny_train(tmp_path / "none", ["episodes=1", "batch_size=2"])
-    from pgpong.engine import checkpoint
     np.testing.assert_array_equal(checkpoint.load(no_update["model_path"])[0]["W1"], before["W1"])
     tracker = RecordingTracker()
-    _, summary = tiny_train(tmp_path, ["episodes=4", "batch_size=2", "env.max_episode_steps=300"], tracker)
+    _, summary = tiny_train(tmp_path / "four", ["episodes=4", "batch_size=2"], tracker)
     assert summary["updates"] == 2
     updates = [m["train/update"] for _, m in tracker.points if "train/update" in m]
     assert updates == [1, 2]
@@ -52,7 +52,26 @@ def test_update_every_batch_size_episodes_changes_weights(tmp_path):
     assert steps == [1, 2, 3, 4]                      # one point per episode, episode index as step
     arrays, meta = checkpoint.load(summary["model_path"])
     assert meta["episode"] == 4
-    assert not np.allclose(arrays["W1"], before["W1"])
+    assert_learned(arrays, cfg)
+
+
+def test_an_update_moves_the_weights_by_the_gists_rmsprop_step_of_the_batch_gradient(tmp_path):
+    # Two envs (one per group) cut together at TINY_STEPS: the same two episodes, acted with the
+    # initial weights, learned with batch_size=3 (no update: the end checkpoint holds their summed
+    # gradient) and with batch_size=2 (one update, of that gradient).
+    _, held = tiny_train(tmp_path / "held", ["batch_size=3"])
+    cfg, updated = tiny_train(tmp_path / "updated", ["batch_size=2"])
+    arrays, meta = checkpoint.load(checkpoint.latest(tmp_path / "held" / "checkpoints"))
+    assert (meta["batch_episodes"], meta["updates"], updated["updates"]) == (2, 0, 1)
+    assert held["rewards"] == updated["rewards"] and any(held["rewards"])
+    start, after = initial_params(cfg), checkpoint.load(updated["model_path"])[0]
+    for k, w0 in start.items():
+        g = arrays[f"grad.{k}"].astype(np.float64)
+        assert np.abs(g).max() > 0, k
+        cache = (1 - GIST["decay_rate"]) * g ** 2                    # RMSProp's cache after its first step
+        expected = w0 + GIST["lr"] * g / (np.sqrt(cache) + GIST["eps"])
+        np.testing.assert_allclose(after[k], expected, rtol=1e-6, atol=1e-9, err_msg=k)
+        assert not np.array_equal(after[k], w0), k
 
 
 def test_episode_metrics_are_consistent(tmp_path):
@@ -60,10 +79,12 @@ def test_episode_metrics_are_consistent(tmp_path):
     cfg, summary = tiny_train(tmp_path, ["episodes=3", "env.groups=1"], tracker)
     running = None
     for step, m in tracker.points:
-        assert m["episode/length"] == 60              # env.max_episode_steps truncates
+        assert m["episode/length"] == TINY_STEPS      # env.max_episode_steps truncates
+        assert m["episode/reward"] < 0 and m["train/grad_norm"] > 0   # points lost: something to learn
         running = m["episode/reward"] if running is None else 0.99 * running + 0.01 * m["episode/reward"]
-        assert m["episode/running_reward"] == running
-    assert summary["running_reward"] == running
-    # one vector env: every env's episodes end together at 60 steps: episodes 1-2, then 3 (and a 4th not learned)
+        assert m["episode/running_reward"] == pytest.approx(running, rel=1e-12)   # the gist's EMA
+    assert summary["running_reward"] == pytest.approx(running, rel=1e-12)
+    # one vector env: every env's episodes end together: episodes 1-2, then 3 (and a 4th not learned)
     n = cfg.env.num_envs
-    assert summary["steps"] == -(-3 // n) * 60 * n
+    assert summary["steps"] == -(-3 // n) * TINY_STEPS * n
+    assert_learned(checkpoint.load(summary["model_path"])[0], cfg)

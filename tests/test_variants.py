@@ -2,13 +2,12 @@
 variants' choices are tracked. New files in conf/<group>/ are picked up automatically."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pgpong.core.preprocess import input_size
 from pgpong.engine import checkpoint
-from tests.conftest import CONF_DIR, TINY, compose_cfg
+from tests.conftest import CONF_DIR, TINY, assert_learned, compose_cfg
 
 SKIP_GROUPS = {"experiment", "hydra"}   # experiments are multiruns with their own tests
 OPTIONS = sorted((g.name, f.stem) for g in Path(CONF_DIR).iterdir() if g.is_dir() and g.name not in SKIP_GROUPS
@@ -29,7 +28,7 @@ def test_group_option_runs_for_real(tmp_path, cli, group, option):
     arrays, meta = checkpoint.load(model)
     cfg = compose_cfg(TINY + [f"{group}={option}"])
     assert arrays["W1"].shape == (input_size(cfg.crop, cfg.input.kind), 8)
-    assert all(np.isfinite(a).all() for a in arrays.values())
+    assert_learned(arrays, cfg)                          # every weight array moved: points scored, updates made
     assert meta["config"][group] == dict(cfg[group])
 
 
