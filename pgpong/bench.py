@@ -1,49 +1,49 @@
-"""Throughput: the pgpong trainer against the emulator-only ceiling and a naive per-step loop.
+"""Throughput: the pgpong trainer against the emulator-only ceiling and the gist's own loop.
 
     python -m pgpong.bench                                  # 3 repeats x 20 s of each, interleaved
     python -m pgpong.bench --seconds 5 --repeats 1 --json /tmp/bench.json
     python -m pgpong.bench env.num_envs=8                   # any config override (Hydra syntax)
 
 In one process, each repeat runs, one after another for `--seconds` each:
-  ceiling  the same emulators (id, frameskip, sticky actions, num_envs) stepped with random
-           UP/DOWN actions, no learning, in two layouts: as the trainer steps them (`env.groups`
-           vector envs of `env.num_threads` threads, in turn) and as one vector env of all
-           `num_envs` on `num_threads` threads; the ceiling of a repeat is the faster of the two,
-           so a layout that slows the emulators down cannot flatter the ratio;
-  naive    one gymnasium env with the same id/frameskip/sticky settings and the gist's structure:
-           dense float64 forward per step, float64 per-step buffers, dense backward per episode,
-           RMSProp every batch_size episodes;
-  trainer  the real `pgpong.engine.trainer.train` on the composed config (default: the defaults), no tracking.
-Prints medians over repeats of agent steps/s and emulator frames/s and the ratios
-trainer/ceiling and trainer/naive, and writes them (with every repeat) as JSON.
+  ceiling        the same emulators (id, frameskip, sticky actions, num_envs) stepped with random
+                 UP/DOWN actions, no learning, in two layouts: as the trainer steps them
+                 (`env.groups` vector envs of `env.num_threads` threads, in turn) and as one vector
+                 env of all `num_envs` on `num_threads` threads; the ceiling of a repeat is the
+                 faster of the two, so a layout that slows the emulators down cannot flatter the ratio;
+  gist           the gist's loop as the gist runs it (`run_gist`): one gymnasium env, float64 dense
+                 matrices, numpy's default BLAS threads, on ALE/Pong-v5 and on its own Pong-v0;
+  trainer        the real `pgpong.engine.trainer.train` on the composed config, no tracking, one BLAS thread;
+and then, timed from launch to exit (not for `--seconds`):
+  whole process  `python -m pgpong.run <overrides> episodes=<--run-episodes>` in a fresh folder:
+                 start-up, MLflow tracking, checkpoints and the model file included.
+Prints medians over repeats of agent steps/s and emulator frames/s and the ratios trainer/ceiling,
+trainer/gist and whole process/gist (gist: its loop on the trainer's env id), and writes them
+(with every repeat's steps, seconds and frames) as JSON.
 """
 import argparse
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
-from pgpong.engine.envs import (
-    draw_env_seeds,
-    make_envs,
-    make_one,
-    seeded_envs,
-    vector_settings,
-)
+from pgpong.engine.checkpoint import CKPT_RE
+from pgpong.engine.envs import draw_env_seeds, make_envs, seeded_envs, vector_settings
 from pgpong.engine.progress import Progress
 from pgpong.errors import PgpongError
 from pgpong.paths import CONF_DIR
 from pgpong.tracking.tracker import NullTracker
 
-KINDS = ("ceiling", "naive", "trainer")
 CEILINGS = ("ceiling_as_trained", "ceiling_one_env")   # the ceiling is their maximum
 
 
@@ -151,65 +151,103 @@ def run_ceiling(cfg, seconds: float) -> tuple[int, float]:
         envs.close()
 
 
-def run_naive(cfg, seconds: float) -> tuple[int, float]:
-    """(agent steps, seconds) of the gist's loop structure: one env, dense float64, per-episode backward."""
-    rng = np.random.default_rng(cfg.seed)
-    crop = cfg.crop
-    rows = len(range(crop.top, crop.bottom, crop.stride))
-    D, H = rows * len(range(crop.left, crop.right, crop.stride)), cfg.H
-    W1 = rng.standard_normal((H, D)) / np.sqrt(D)          # (H, D) float64, the gist's orientation
-    W2 = rng.standard_normal(H) / np.sqrt(H)
-    grad = {"W1": np.zeros_like(W1), "W2": np.zeros_like(W2)}
-    cache = {"W1": np.zeros_like(W1), "W2": np.zeros_like(W2)}
-    env = make_one(cfg.env)
-    obs, _ = env.reset(seed=env_seeds(cfg)[0])
+GIST_IDS = {"gist_v5": "ALE/Pong-v5", "gist_v0": "Pong-v0"}   # the gist's loop on today's env and on its own
 
-    def frame_vector(frame):                               # crop, stride, channel 0, background 0, else 1
-        f = frame[crop.top:crop.bottom:crop.stride, crop.left:crop.right:crop.stride, 0].astype(np.float64)
+
+def run_gist(cfg, seconds: float, env_id: str) -> tuple[int, float, int]:
+    """(agent steps, seconds, emulator frames) of the gist's loop as the gist runs it, on env_id.
+
+    One gymnasium env made with the id's own settings, numpy's default BLAS threads (the caller
+    sets no limit), the gist's crop (rows 35..194, every 2nd row and column, red channel) and its
+    float64 dense network (W1 as (H, D)): per step a dense forward pass and float64 copies of the
+    input and hidden state kept for the episode; per episode the discounted, standardized returns
+    and a dense backward pass; RMSProp every batch_size episodes. H, batch_size, lr, gamma and
+    decay_rate are cfg's (the gist's by default). Left out: the gist's printing and its pickle
+    every 100 episodes. The Python 3 / gymnasium changes are the comment thread's.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    H, D = cfg.H, 80 * 80
+    model = {"W1": rng.standard_normal((H, D)) / np.sqrt(D), "W2": rng.standard_normal(H) / np.sqrt(H)}
+    grad_sum = {k: np.zeros_like(w) for k, w in model.items()}
+    rms = {k: np.zeros_like(w) for k, w in model.items()}
+
+    def frame_vector(frame: np.ndarray) -> np.ndarray:
+        f = frame[35:195:2, ::2, 0]                 # a view: the observation is overwritten, as in the gist
         f[(f == 144) | (f == 109)] = 0
         f[f != 0] = 1
-        return f.ravel()
+        return f.astype(np.float64).ravel()
 
-    prev = None
-    xs, hs, dlogps, rs = [], [], [], []
-    episode, steps, t0 = 0, 0, time.perf_counter()
+    def returns_of(rewards: np.ndarray) -> np.ndarray:
+        G, acc = np.zeros_like(rewards), 0.0
+        for t in range(len(rewards) - 1, -1, -1):
+            acc = rewards[t] if rewards[t] != 0 else acc * cfg.gamma   # a point restarts the sum
+            G[t] = acc
+        return G
+
+    with warnings.catch_warnings():           # gymnasium calls Pong-v0 out of date: it is the gist's env
+        warnings.simplefilter("ignore", DeprecationWarning)
+        env = gym.make(env_id)
+    ale = env.unwrapped.ale
+    obs, _ = env.reset(seed=env_seeds(cfg)[0])
+    prev, xs, hs, dlogps, rewards = None, [], [], [], []
+    episode, steps, frames0 = 0, 0, ale.getFrameNumber()
+    t0 = time.perf_counter()
     try:
         while time.perf_counter() - t0 < seconds:
             cur = frame_vector(obs)
             x = cur - prev if prev is not None else np.zeros(D)
             prev = cur
-            h = np.maximum(W1 @ x, 0)                      # dense (H, D) @ (D,)
-            p = 1.0 / (1.0 + np.exp(-(W2 @ h)))
-            up = rng.random() < p
-            xs.append(x); hs.append(h); dlogps.append((1.0 if up else 0.0) - p)
-            obs, r, terminated, truncated, _ = env.step(2 if up else 3)
-            rs.append(r)
+            h = np.dot(model["W1"], x)
+            h[h < 0] = 0
+            p_up = 1.0 / (1.0 + np.exp(-np.dot(model["W2"], h)))
+            action = 2 if rng.random() < p_up else 3
+            xs.append(x)
+            hs.append(h)
+            dlogps.append((1.0 if action == 2 else 0.0) - p_up)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(reward)
             steps += 1
             if terminated or truncated:
                 episode += 1
-                epx, eph, epdlogp, epr = np.vstack(xs), np.vstack(hs), np.array(dlogps), np.array(rs)
-                G = np.zeros_like(epr)
-                acc = 0.0
-                for t in range(len(epr) - 1, -1, -1):      # discounted returns, reset at every point
-                    acc = epr[t] if epr[t] != 0 else acc * cfg.gamma
-                    G[t] = acc
-                G = (G - G.mean()) / (G.std() + 1e-8)
-                epdlogp = epdlogp * G
-                grad["W2"] += eph.T @ epdlogp
-                dh = np.outer(epdlogp, W2)
+                epx, eph = np.vstack(xs), np.vstack(hs)
+                G = returns_of(np.array(rewards, np.float64))
+                G = (G - G.mean()) / G.std()
+                dlogit = np.array(dlogps) * G
+                dh = np.outer(dlogit, model["W2"])
                 dh[eph <= 0] = 0
-                grad["W1"] += dh.T @ epx
+                grad_sum["W1"] += np.dot(dh.T, epx)
+                grad_sum["W2"] += np.dot(eph.T, dlogit)
                 if episode % cfg.batch_size == 0:
-                    for k, W in (("W1", W1), ("W2", W2)):
-                        cache[k] = cfg.decay_rate * cache[k] + (1 - cfg.decay_rate) * grad[k] ** 2
-                        W += cfg.lr * grad[k] / (np.sqrt(cache[k]) + 1e-5)
-                        grad[k] = np.zeros_like(W)
-                xs, hs, dlogps, rs = [], [], [], []
+                    for k, w in model.items():
+                        rms[k] = cfg.decay_rate * rms[k] + (1 - cfg.decay_rate) * grad_sum[k] ** 2
+                        w += cfg.lr * grad_sum[k] / (np.sqrt(rms[k]) + 1e-5)
+                        grad_sum[k] = np.zeros_like(w)
+                xs, hs, dlogps, rewards = [], [], [], []
                 obs, _ = env.reset()
                 prev = None
-        return steps, time.perf_counter() - t0
+        return steps, time.perf_counter() - t0, ale.getFrameNumber() - frames0
     finally:
         env.close()
+
+
+def run_whole_process(overrides, episodes: int) -> tuple[int, float]:
+    """(agent steps, seconds) of `python -m pgpong.run episodes=<episodes> <overrides>` in a fresh
+    folder, timed from launch to exit: start-up, tracking (MLflow in ./mlflow.db unless the
+    overrides say otherwise), checkpoints and the model file included. The steps are read from
+    the run's last checkpoint (its file name counts them)."""
+    from pgpong.engine.checkpoint import list_checkpoints
+    with tempfile.TemporaryDirectory() as folder:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pgpong.run", *overrides, f"episodes={episodes}"], cwd=folder,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        dt = time.perf_counter() - t0
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise PgpongError(f"whole-process run: python -m pgpong.run exited {proc.returncode}: {last}")
+        ckpts = [p for d in Path(folder).glob("outputs/*/*/checkpoints") for p in list_checkpoints(d)]
+        if not ckpts:
+            raise PgpongError("whole-process run: python -m pgpong.run wrote no checkpoint to count its steps")
+        return max(int(CKPT_RE.match(p.name).group(2)) for p in ckpts), dt
 
 
 def run_trainer(cfg, seconds: float) -> tuple[int, float]:
@@ -235,39 +273,71 @@ def timed_trainer(cfg, seconds: float) -> TimedEnvs:
 
 
 RUNNERS = {"ceiling_as_trained": run_ceiling, "ceiling_one_env": lambda cfg, s: run_ceiling(one_env_layout(cfg), s),
-           "naive": run_naive, "trainer": run_trainer}
+           "gist_v5": lambda cfg, s: run_gist(cfg, s, GIST_IDS["gist_v5"]),
+           "gist_v0": lambda cfg, s: run_gist(cfg, s, GIST_IDS["gist_v0"]),
+           "trainer": run_trainer}
+OWN_THREADS = ("gist_v5", "gist_v0")   # run with numpy's default BLAS threads, as the gist runs
+ROW_NAMES = {"ceiling_as_trained": "- as trained", "ceiling_one_env": "- one vector env",
+             "gist_v5": "gist, ALE/Pong-v5", "gist_v0": "gist, Pong-v0", "whole_process": "whole process"}
 
 
-def bench(cfg, seconds: float, repeats: int, log=sys.stderr) -> dict:
-    """Interleaved repeats of every kind; the table as a dict (per-repeat rates and medians)."""
+def gist_row(cfg) -> str:
+    """The gist row the trainer is compared with: the gist's loop on the trainer's env id."""
+    return "gist_v0" if cfg.env.id == GIST_IDS["gist_v0"] else "gist_v5"
+
+
+def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_episodes: int = 0) -> dict:
+    """Interleaved repeats of every kind; the table as a dict (per-repeat rates and medians).
+
+    run_episodes > 0 adds the whole-process row: `python -m pgpong.run` with `overrides`, from
+    launch to `run_episodes` episodes, once per repeat.
+    """
     frameskip = frameskip_of(cfg)
     ceilings = CEILINGS if cfg.env.vector and cfg.env.groups > 1 else CEILINGS[:1]
-    runs = (*ceilings, "naive", "trainer")
+    runs = (*ceilings, *GIST_IDS, "trainer") + (("whole_process",) if run_episodes > 0 else ())
     per = {k: [] for k in runs}
+    raw = {k: [] for k in runs}          # (agent steps, seconds, emulator frames or None) per repeat
     for r in range(repeats):
         for kind in runs:
-            with threadpool_limits(limits=1):      # BLAS threads would fight the emulators for 2 cores
-                steps, dt = RUNNERS[kind](cfg, seconds)
+            if kind == "whole_process":
+                out = run_whole_process(overrides, run_episodes)
+            elif kind in OWN_THREADS:
+                out = RUNNERS[kind](cfg, seconds)
+            else:
+                with threadpool_limits(limits=1):      # BLAS threads would fight the emulators for 2 cores
+                    out = RUNNERS[kind](cfg, seconds)
+            steps, dt = out[:2]
+            frames = out[2] if len(out) > 2 else (steps * frameskip if frameskip else None)
+            raw[kind].append({"steps": steps, "seconds": dt, "frames": frames})
             per[kind].append(steps / dt)
             print(f"repeat {r + 1}/{repeats}  {kind:18s} {steps / dt:9,.0f} agent steps/s", file=log, flush=True)
     per["ceiling"] = [max(rates) for rates in zip(*(per[k] for k in ceilings))]
     table = {}
-    for kind in (*KINDS, *ceilings):
+    for kind in ("ceiling", *runs):
         med = statistics.median(per[kind])
-        table[kind] = {"steps_per_s": per[kind], "steps_per_s_median": med,
-                       "frames_per_s_median": med * frameskip if frameskip else None}
-    paired = {"trainer_over_ceiling": [t / c for t, c in zip(per["trainer"], per["ceiling"])],
-              "trainer_over_naive": [t / nv for t, nv in zip(per["trainer"], per["naive"])]}
+        row = {"steps_per_s": per[kind], "steps_per_s_median": med}
+        if kind == "ceiling":
+            row["frames_per_s_median"] = med * frameskip if frameskip else None
+        else:
+            row["runs"] = raw[kind]
+            fps = [x["frames"] / x["seconds"] for x in raw[kind] if x["frames"] is not None]
+            row["frames_per_s_median"] = statistics.median(fps) if len(fps) == repeats else None
+        table[kind] = row
+    gist = gist_row(cfg)
+    over = {"trainer_over_ceiling": ("trainer", "ceiling"), "trainer_over_gist": ("trainer", gist)}
+    if run_episodes > 0:
+        over["whole_process_over_gist"] = ("whole_process", gist)
     return {
         "table": table,
-        "ratios_per_repeat": paired,        # within one repeat the three runs are seconds apart
-        "ratios": {"trainer_over_ceiling": table["trainer"]["steps_per_s_median"] / table["ceiling"]["steps_per_s_median"],
-                   "trainer_over_naive": table["trainer"]["steps_per_s_median"] / table["naive"]["steps_per_s_median"]},
+        "ratios_per_repeat": {k: [a / b for a, b in zip(per[x], per[y])] for k, (x, y) in over.items()},
+        "ratios": {k: table[x]["steps_per_s_median"] / table[y]["steps_per_s_median"] for k, (x, y) in over.items()},
         "settings": {"seconds": seconds, "repeats": repeats, "env.id": cfg.env.id, "env.vector": cfg.env.vector,
                      "env.num_envs": cfg.env.num_envs, "env.num_threads": cfg.env.num_threads,
                      "env.groups": cfg.env.groups if cfg.env.vector else None,
                      "frameskip": frameskip, "H": cfg.H, "dtype": cfg.dtype, "input.kind": cfg.input.kind,
-                     "naive.num_envs": 1, "blas_threads": 1, "cpu_count": os.cpu_count(),
+                     "gist.env_ids": GIST_IDS, "gist.num_envs": 1, "gist.blas_threads": "numpy's default",
+                     "gist_row": gist, "whole_process.episodes": run_episodes or None,
+                     "blas_threads": 1, "cpu_count": os.cpu_count(),
                      "machine": platform.machine(), "python": platform.python_version()},
     }
 
@@ -277,25 +347,30 @@ def format_table(result: dict) -> str:
     groups = s["env.groups"] or 1
     layout = (f"{groups} vector envs x {s['env.num_envs'] // groups} envs, {s['env.num_threads']} threads each"
               if groups > 1 else f"{s['env.num_envs']} envs on {s['env.num_threads']} threads")
-    lines = [f"pgpong.bench: {s['env.id']}, frameskip {s['frameskip']}, {layout} (naive: 1 env); "
+    lines = [f"pgpong.bench: {s['env.id']}, frameskip {s['frameskip']}, {layout} (gist: 1 env, default BLAS threads); "
              f"medians of {s['repeats']} x {s['seconds']:g} s",
              f"| {'run':18s} | {'agent steps/s':>13s} | {'frames/s':>9s} |",
              f"|{'-' * 20}|{'-' * 15}|{'-' * 11}|"]
     table = result["table"]
     sub_rows = CEILINGS if "ceiling_one_env" in table else ()
-    for kind in ("ceiling", *sub_rows, "naive", "trainer"):
+    rows = ("ceiling", *sub_rows, *GIST_IDS, "trainer") + (("whole_process",) if "whole_process" in table else ())
+    for kind in rows:
         row = table[kind]
         frames = f"{row['frames_per_s_median']:,.0f}" if row["frames_per_s_median"] else "n/a"
-        name = {"ceiling_as_trained": "- as trained", "ceiling_one_env": "- one vector env"}.get(kind, kind)
-        lines.append(f"| {name:18s} | {row['steps_per_s_median']:13,.0f} | {frames:>9s} |")
+        lines.append(f"| {ROW_NAMES.get(kind, kind):18s} | {row['steps_per_s_median']:13,.0f} | {frames:>9s} |")
     r, pr = result["ratios"], result["ratios_per_repeat"]
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
-    lines.append(f"trainer / ceiling = {r['trainer_over_ceiling']:.2f}   trainer / naive = {r['trainer_over_naive']:.2f}"
-                 f"   (ratios of the medians)")
-    lines.append(f"per repeat: trainer / ceiling {fmt(pr['trainer_over_ceiling'])}; trainer / naive {fmt(pr['trainer_over_naive'])}")
+    gist = ROW_NAMES[s["gist_row"]]
+    names = {"trainer_over_ceiling": "trainer / ceiling", "trainer_over_gist": f"trainer / {gist}",
+             "whole_process_over_gist": f"whole process / {gist}"}
+    lines.append("   ".join(f"{names[k]} = {v:.2f}" for k, v in r.items()) + "   (ratios of the medians)")
+    lines.append("per repeat: " + "; ".join(f"{names[k]} {fmt(v)}" for k, v in pr.items()))
     if "ceiling_one_env" in table:
         lines.append(f"ceiling per repeat: the faster of the emulators as trained ({s['env.num_threads']} threads "
                      f"per vector env) and in one vector env ({s['env.num_threads']} threads)")
+    if "whole_process" in table:
+        lines.append(f"whole process: python -m pgpong.run episodes={s['whole_process.episodes']} from launch to exit "
+                     f"(start-up, tracking, checkpoints included)")
     return "\n".join(lines)
 
 
@@ -304,6 +379,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each run (default 20)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     ap.add_argument("--json", default="bench.json", help="where to write the table (default ./bench.json)")
+    ap.add_argument("--run-episodes", type=int, default=400,
+                    help="episodes of the whole-process row, python -m pgpong.run timed from launch (default 400; 0: no row)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. env.num_envs=8")
     args = ap.parse_args(argv)
     try:
@@ -311,8 +388,10 @@ def main(argv=None) -> int:
             raise PgpongError(f"--seconds={args.seconds}: must be > 0")
         if args.repeats < 1:
             raise PgpongError(f"--repeats={args.repeats}: must be >= 1")
+        if args.run_episodes < 0:
+            raise PgpongError(f"--run-episodes={args.run_episodes}: must be >= 0")
         cfg = compose(args.overrides)
-        result = bench(cfg, args.seconds, args.repeats)
+        result = bench(cfg, args.seconds, args.repeats, overrides=args.overrides, run_episodes=args.run_episodes)
     except PgpongError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

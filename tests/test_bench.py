@@ -1,29 +1,44 @@
-"""`python -m pgpong.bench` for real, with a tiny budget: the table and its JSON."""
+"""`python -m pgpong.bench` for real, with a tiny budget: the table, its JSON, and how each row is computed."""
 import json
+import statistics
 
 
 def test_bench_smoke_writes_the_table_as_json(cli, tmp_path):
     out = tmp_path / "bench.json"
-    r = cli(["--seconds", "1", "--repeats", "1", "--json", str(out), "env.num_envs=2", "H=16"], cwd=tmp_path,
-            module="pgpong.bench")
+    r = cli(["--seconds", "1", "--repeats", "1", "--run-episodes", "2", "--json", str(out), "env.num_envs=2", "H=16",
+             "env.max_episode_steps=100"], cwd=tmp_path, module="pgpong.bench")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "trainer / ceiling" in r.stdout and "trainer / naive" in r.stdout
     result = json.loads(out.read_text())
     table = result["table"]
-    for kind in ("ceiling", "ceiling_as_trained", "ceiling_one_env", "naive", "trainer"):
+    for kind in ("ceiling", "ceiling_as_trained", "ceiling_one_env", "gist_v5", "gist_v0", "trainer", "whole_process"):
         row = table[kind]
         assert len(row["steps_per_s"]) == 1 and row["steps_per_s_median"] > 0
-        assert row["frames_per_s_median"] == 4 * row["steps_per_s_median"]
+        assert row["steps_per_s_median"] == statistics.median(row["steps_per_s"])
+    for kind in ("ceiling_as_trained", "ceiling_one_env", "gist_v5", "gist_v0", "trainer", "whole_process"):
+        (run,) = table[kind]["runs"]                                   # rates are steps over seconds
+        assert table[kind]["steps_per_s"] == [run["steps"] / run["seconds"]]
+        assert table[kind]["frames_per_s_median"] == run["frames"] / run["seconds"]
+    for kind in ("ceiling_as_trained", "gist_v5", "trainer", "whole_process"):   # frameskip 4 on ALE/Pong-v5
+        assert table[kind]["runs"][0]["frames"] == 4 * table[kind]["runs"][0]["steps"]
+    gist_v0 = table["gist_v0"]["runs"][0]                               # Pong-v0: 2 to 4 frames per step, counted
+    assert 2 * gist_v0["steps"] <= gist_v0["frames"] <= 4 * gist_v0["steps"]
+    # the whole process: two envs in two groups, both episodes cut at 100 steps: 200 agent steps, start-up included
+    assert table["whole_process"]["runs"][0]["steps"] == 200
+    assert table["whole_process"]["runs"][0]["seconds"] > 200 / table["trainer"]["steps_per_s_median"]
     # two groups by default: the ceiling is the faster of the emulators as trained and in one vector env
     assert result["settings"]["env.groups"] == 2
     assert table["ceiling"]["steps_per_s"] == [max(table["ceiling_as_trained"]["steps_per_s"][0],
                                                    table["ceiling_one_env"]["steps_per_s"][0])]
-    assert "- as trained" in r.stdout and "- one vector env" in r.stdout
     ratios = result["ratios"]
-    assert ratios["trainer_over_ceiling"] == result["table"]["trainer"]["steps_per_s_median"] / \
-        result["table"]["ceiling"]["steps_per_s_median"]
-    assert ratios["trainer_over_naive"] > 0
+    median = lambda kind: table[kind]["steps_per_s_median"]
+    assert result["settings"]["gist_row"] == "gist_v5"                  # the gist's loop on the trainer's env id
+    assert ratios == {"trainer_over_ceiling": median("trainer") / median("ceiling"),
+                      "trainer_over_gist": median("trainer") / median("gist_v5"),
+                      "whole_process_over_gist": median("whole_process") / median("gist_v5")}
     assert result["settings"]["env.num_envs"] == 2 and result["settings"]["env.num_threads"] == 2
+    for name in ("- as trained", "- one vector env", "gist, ALE/Pong-v5", "gist, Pong-v0", "whole process",
+                 "trainer / gist, ALE/Pong-v5", "whole process / gist, ALE/Pong-v5"):
+        assert name in r.stdout, name
 
 
 def test_bench_rejects_a_bad_budget(cli, tmp_path):
