@@ -37,7 +37,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
-from pgpong.engine.checkpoint import CKPT_RE
+from pgpong.engine.checkpoint import CKPT_RE, list_checkpoints
 from pgpong.engine.envs import draw_env_seeds, make_envs, seeded_envs, vector_settings
 from pgpong.engine.progress import Progress
 from pgpong.errors import PgpongError
@@ -235,7 +235,6 @@ def run_whole_process(overrides, episodes: int) -> tuple[int, float]:
     folder, timed from launch to exit: start-up, tracking (MLflow in ./mlflow.db unless the
     overrides say otherwise), checkpoints and the model file included. The steps are read from
     the run's last checkpoint (its file name counts them)."""
-    from pgpong.engine.checkpoint import list_checkpoints
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pgpong.run", *overrides, f"episodes={episodes}"], cwd=folder,

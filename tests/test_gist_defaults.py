@@ -3,10 +3,10 @@ and against what they do: the initial weights, the crop, the actions, the first 
 import gymnasium as gym
 import numpy as np
 
-from pgpong import optim, policy
-from pgpong.preprocess import binarize, input_size
-from pgpong.returns import discount, running_mean
-from pgpong.trainer import new_state
+from pgpong.core import optim, policy
+from pgpong.core.preprocess import binarize, input_size
+from pgpong.core.returns import discount, running_mean
+from pgpong.engine.trainer import new_state
 from tests.gist_reference import GIST, discounted, prepro
 from tests.conftest import compose_cfg
 

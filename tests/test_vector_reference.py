@@ -10,13 +10,12 @@ swaps, shifts or mixes env rows or steps breaks one of these equalities.
 """
 import numpy as np
 
-from pgpong import policy
-from pgpong.envs import VectorEnvs, seeded_envs
-from pgpong.preprocess import dense_input
-from pgpong.rollout import Rollout
-from pgpong.trainer import new_state, train
-from pgpong import checkpoint
-from pgpong.tracking import NullTracker
+from pgpong.core.preprocess import dense_input
+from pgpong.engine import checkpoint
+from pgpong.engine.envs import seeded_envs
+from pgpong.engine.rollout import Rollout
+from pgpong.engine.trainer import new_state, train
+from pgpong.tracking.tracker import NullTracker
 from tests import gist_reference
 from tests.conftest import compose_cfg
 
