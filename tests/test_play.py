@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pgpong import play
+from pgpong.engine import checkpoint
 from pgpong.errors import PgpongError
 from tests.conftest import TINY, TINY_STEPS, assert_learned, compose_cfg, run_cli
 
@@ -20,7 +21,6 @@ def trained(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", proc.stderr).group(1)
     model = next(root.glob("outputs/*/*/model.npz"))
-    from pgpong.engine import checkpoint
     assert_learned(checkpoint.load(model)[0], compose_cfg([*TINY, "crop=fix"]))   # a model that learned something
     return {"root": root, "run_id": run_id, "model": model}
 
