@@ -294,6 +294,7 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_e
     frameskip = frameskip_of(cfg)
     ceilings = CEILINGS if cfg.env.vector and cfg.env.groups > 1 else CEILINGS[:1]
     runs = (*ceilings, *GIST_IDS, "trainer") + (("whole_process",) if run_episodes > 0 else ())
+    load_before = os.getloadavg()[0]
     per = {k: [] for k in runs}
     raw = {k: [] for k in runs}          # (agent steps, seconds, emulator frames or None) per repeat
     for r in range(repeats):
@@ -337,6 +338,7 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_e
                      "gist.env_ids": GIST_IDS, "gist.num_envs": 1, "gist.blas_threads": "numpy's default",
                      "gist_row": gist, "whole_process.episodes": run_episodes or None,
                      "blas_threads": 1, "cpu_count": os.cpu_count(),
+                     "load_average_1min": [load_before, os.getloadavg()[0]],   # before and after: quote quiet runs only
                      "machine": platform.machine(), "python": platform.python_version()},
     }
 
@@ -367,6 +369,9 @@ def format_table(result: dict) -> str:
     if "ceiling_one_env" in table:
         lines.append(f"ceiling per repeat: the faster of the emulators as trained ({s['env.num_threads']} threads "
                      f"per vector env) and in one vector env ({s['env.num_threads']} threads)")
+    before, after = s["load_average_1min"]
+    lines.append(f"1-minute load average before / after: {before:.1f} / {after:.1f} on {s['cpu_count']} cores "
+                 f"(the gist rows, on numpy's default BLAS threads, slow down many times on a busy machine)")
     if "whole_process" in table:
         lines.append(f"whole process: python -m pgpong.run episodes={s['whole_process.episodes']} from launch to exit "
                      f"(start-up, tracking, checkpoints included)")

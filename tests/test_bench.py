@@ -36,6 +36,7 @@ def test_bench_smoke_writes_the_table_as_json(cli, tmp_path):
                       "trainer_over_gist": median("trainer") / median("gist_v5"),
                       "whole_process_over_gist": median("whole_process") / median("gist_v5")}
     assert result["settings"]["env.num_envs"] == 2 and result["settings"]["env.num_threads"] == 2
+    assert len(result["settings"]["load_average_1min"]) == 2 and "1-minute load average" in r.stdout
     for name in ("- as trained", "- one vector env", "gist, ALE/Pong-v5", "gist, Pong-v0", "whole process",
                  "trainer / gist, ALE/Pong-v5", "whole process / gist, ALE/Pong-v5"):
         assert name in r.stdout, name
