@@ -1,24 +1,26 @@
-"""The report on synthetic runs logged to a real MLflow SQLite store: known curves, known crossings.
+"""The report on synthetic runs with known curves: in a real MLflow SQLite store and as runs folders.
 
 Each synthetic seed's running reward climbs one point every k episodes from -21
-(running = -21 + e / k), so it reaches threshold t at episode (t + 21) * k exactly.
+(running = -21 + e / k), so it reaches threshold t at episode (t + 21) * k exactly; with
+100 episodes an hour and 1,000 agent steps an episode, at (t + 21) * k * 36 seconds and
+(t + 21) * k * 1,000 steps.
 """
 import csv
+import json
 import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from pgpong.errors import PgpongError
 from pgpong.report import build as rep
-from pgpong.report.stats import band, first_crossing, gehan, welch
+from pgpong.report import data
 from tests.conftest import run_cli
 
 BUDGET = 500                      # episodes per synthetic run
 MS_PER_EPISODE = 36_000           # 100 episodes per wall-clock hour
+LENGTH = 1000                     # agent steps per episode
 K = {"fix": (20, 22, 24), "karpathy": (40, 44, 48)}    # episodes per reward point, per seed
-SPEED = {"fix": 5000.0, "karpathy": 4000.0}
 T0 = 1_700_000_000_000
 
 
@@ -29,19 +31,20 @@ def log_run(client, exp_id, crop, seed, k, episodes=BUDGET, env_id="ALE/Pong-v5"
     start = T0 + seed * 10_000_000
     run = client.create_run(exp_id, start_time=start, run_name=f"crop={crop},experiment=crop_fix,seed={seed}",
                             tags={"seed": str(seed), "hydra_overrides": f"crop={crop} experiment=crop_fix seed={seed}",
-                                  **(tags or {})})
+                                  "git_commit": "0123abc", **(tags or {})})
     rid = run.info.run_id
     params = {"seed": seed, "lr": 0.001, "H": 200, "episodes": episodes, "env.id": env_id, "env.frameskip": None,
               "env.repeat_action_probability": None, "env.max_episode_steps": None, "crop.top": 35,
               "crop.bottom": bottom, "D": 6000 if crop == "fix" else 6400, "tracking.uri": f"sqlite:///x{seed}.db",
-              "log_every_s": 30.0, "env.resolved.frameskip": 4, "env.resolved.repeat_action_probability": 0.25}
+              "log_every_s": 30.0, "env.resolved.frameskip": 4, "env.resolved.repeat_action_probability": 0.25,
+              "env.resolved.ale_py": "0.12.1", "env.resolved.gymnasium": "1.4.0"}
     client.log_batch(rid, params=[Param(a, str(b)) for a, b in params.items()])
     if metric:
         ms = []
         for e in range(1, episodes + 1):
             ts = start + e * MS_PER_EPISODE
-            ms += [Metric(rep.RUNNING, -21 + e / k, ts, e), Metric(rep.REWARD, -21 + (e % 3), ts, e),
-                   Metric(rep.SPEED, SPEED[crop], ts, e)]
+            ms += [Metric(data.RUNNING, -21 + e / k, ts, e), Metric(data.REWARD, -21 + (e % 3), ts, e),
+                   Metric(data.LENGTH, LENGTH, ts, e)]
         for i in range(0, len(ms), 1000):
             client.log_batch(rid, metrics=ms[i:i + 1000])
     client.set_terminated(rid, "FINISHED", end_time=start + episodes * MS_PER_EPISODE)
@@ -50,21 +53,25 @@ def log_run(client, exp_id, crop, seed, k, episodes=BUDGET, env_id="ALE/Pong-v5"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A real SQLite MLflow store with a 2 crops x 3 seeds experiment and some broken selections."""
+    """A real SQLite MLflow store: 2 crops x 3 seeds, 2 identical groups, and some broken selections."""
     from mlflow.tracking import MlflowClient
     root = tmp_path_factory.mktemp("store")
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     exp = client.create_experiment("crop_fix")
     ids = {crop: [log_run(client, exp, crop, s, k, tags={"sweep_id": "sw1"}) for s, k in enumerate(ks)]
            for crop, ks in K.items()}
+    same = client.create_experiment("same")
+    for crop in K:
+        for s, k in enumerate(K["fix"]):
+            log_run(client, same, crop, s, k, episodes=300)
     mixed = client.create_experiment("mixed_env")
     log_run(client, mixed, "fix", 0, 20, episodes=50)
     log_run(client, mixed, "fix", 1, 20, episodes=50, env_id="Pong-v0")
     nometric = client.create_experiment("no_metric")
     log_run(client, nometric, "fix", 0, 20, episodes=50)
-    bare = log_run(client, nometric, "fix", 1, 20, episodes=50, metric=False)
+    log_run(client, nometric, "fix", 1, 20, episodes=50, metric=False)
     client.create_experiment("empty")
-    return {"root": root, "client": client, "ids": ids, "bare": bare}
+    return {"root": root, "client": client, "ids": ids}
 
 
 @pytest.fixture(scope="module")
@@ -72,130 +79,145 @@ def crop_fix_report(store):
     return rep.report(["experiment=crop_fix"], launch_dir=store["root"])
 
 
-# ---------------------------------------------------------------- pure statistics
-
-def test_first_crossing_is_the_first_episode_at_or_above_the_threshold():
-    e = np.arange(1, 11)
-    r = np.array([-21, -16, -15.5, -15, -16, -14, -10, -9, -9, -9], float)
-    assert first_crossing(e, r, -15) == 4
-    assert first_crossing(e, r, -10) == 7
-    assert first_crossing(e, r, 0) is None
-
-
-def test_band_is_the_95_percent_t_interval_of_the_mean_across_seeds():
-    curves = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]])
-    mean, lo, hi = band(curves)
-    for j in range(2):
-        ci = stats.t.interval(0.95, 2, loc=curves[:, j].mean(), scale=stats.sem(curves[:, j]))
-        assert mean[j] == pytest.approx(curves[:, j].mean())
-        assert (lo[j], hi[j]) == pytest.approx(ci)
-
-
-def test_welch_matches_scipy_and_its_interval_contains_the_difference():
-    a, b = [120, 132, 144], [240, 264, 288]
-    c = welch(a, b)
-    assert c.p == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
-    assert c.diff == pytest.approx(132)
-    assert c.ci[0] < 132 < c.ci[1]
-
-
-def test_gehan_without_censoring_equals_the_exact_mann_whitney_test():
-    a, b = [3.0, 9.0, 4.0, 12.0], [8.0, 15.0, 11.0, 20.0, 14.0]
-    c = gehan(a, [True] * 4, b, [True] * 5)
-    assert c.p == pytest.approx(stats.mannwhitneyu(a, b, method="exact").pvalue)
-
-
-def test_gehan_counts_seeds_that_never_got_there_as_later_than_their_last_episode():
-    # 5 seeds that got there early against 5 that never did within 500: complete separation,
-    # exact two-sided p = 2 / C(10, 5) = 2/252; with 3 + 3 seeds it can be no smaller than 2/20.
-    c = gehan([100, 110, 120, 130, 140], [True] * 5, [500] * 5, [False] * 5)
-    assert c.p == pytest.approx(2 / 252) and c.later == "b"
-    c3 = gehan([100, 110, 120], [True] * 3, [500] * 3, [False] * 3)
-    assert c3.p == pytest.approx(0.1) and c3.min_p == pytest.approx(0.1)
-    # a censored seed at 90 says nothing against observed 100..140: no evidence either way
-    c_unknown = gehan([100, 110], [True, True], [90, 95], [False, False])
-    assert c_unknown.p == pytest.approx(1.0)
-
-
-# ---------------------------------------------------------------- the report on a real store
-
 def crossing(t, k):
     return (t + 21) * k
 
 
-def test_report_table_has_the_known_crossings_of_each_group(crop_fix_report):
-    rows = {r["group"]: r for r in crop_fix_report["rows"]}
-    assert set(rows) == {"crop=fix", "crop=karpathy"}
+def verdict_of(out, t):
+    return next(v for v in out["verdicts"] if v.startswith(f"running reward {t:+g}:"))
+
+
+# ---------------------------------------------------------------- the report on a real store
+
+def test_time_table_has_the_known_kaplan_meier_medians_on_every_axis(crop_fix_report):
+    rows = {(r["threshold"], r["group"], r["measure"]): r for r in crop_fix_report["time_rows"]}
+    # fix: -10 at 220/242/264, -5 at 320/352/384, 0 at 420/462/(504 > 500: censored at 500)
+    # karpathy: -10 at 440/484/(528: censored), -5 and 0 never (all censored); +10: nobody, so no row
+    known = {(-10, "fix"): (242, 3), (-5, "fix"): (352, 3), (0, "fix"): (462, 2),
+             (-10, "karpathy"): (484, 2), (-5, "karpathy"): (math.inf, 0), (0, "karpathy"): (math.inf, 0)}
+    assert {t for t, _, _ in rows} == {-10, -5, 0}
+    for (t, crop), (median, reached) in known.items():
+        for measure, scale in (("episode", 1), ("seconds", MS_PER_EPISODE / 1000), ("steps", LENGTH)):
+            r = rows[(t, f"crop={crop}", measure)]
+            assert (r["median"], r["reached"], r["seeds"]) == (median * scale, reached, 3), (t, crop, measure)
+    assert rows[(-5, "crop=karpathy", "episode")]["low"] == math.inf
+
+
+def test_verdicts_follow_the_numbers(crop_fix_report):
+    out = crop_fix_report
+    # -10 and -5: every fix seed gets there before any karpathy seed: P(fix sooner) = 1 [1, 1]
+    for t in (-10, -5):
+        assert verdict_of(out, t).startswith(f"running reward {t:+g}: crop=fix reaches {t:+g} sooner than crop=karpathy")
+        for measure in ("episode", "seconds", "steps"):
+            v = out["found"][("crop=fix", "crop=karpathy", t)][measure]
+            assert (v.p, v.low, v.high, v.verdict) == (1.0, 1.0, 1.0, "better")
+    # 0: fix 2/3 seeds, karpathy none: 6 sure wins and 3 ties of 9 pairs; a resample of only the
+    # censored fix seed (chance 1/27 > 2.5%) makes it 0.5, so the interval touches 0.5: cannot tell
+    v0 = out["found"][("crop=fix", "crop=karpathy", 0)]["episode"]
+    assert v0.p == pytest.approx(7.5 / 9) and v0.low == 0.5 and v0.verdict == "cannot tell"
+    assert "cannot tell which of crop=fix, crop=karpathy reaches +0 sooner" in verdict_of(out, 0)
+    assert "median 462 [420, ∞] vs ∞ [∞, ∞] episodes (reached by 2/3 vs 0/3 seeds)" in verdict_of(out, 0)
+    assert "median 3.36 h [2.42 h, 2.64 h]" not in verdict_of(out, -10)
+    assert "wall-clock: median 2.42 h [2.20 h, 2.64 h] vs 4.84 h [4.40 h, ∞]" in verdict_of(out, -10)
+    assert "agent steps: median 242.0k steps [220.0k steps, 264.0k steps]" in verdict_of(out, -10)
+    final = out["found"][("crop=fix", "crop=karpathy", "final")]
+    assert final.verdict == "better" and final.p == 1.0
+    assert "running reward at episode 500 (the shortest run): crop=fix is higher" in out["verdicts"][-1]
+
+
+def test_groups_table_has_the_iqm_at_the_common_episode(crop_fix_report):
+    rows = {r["group"]: r for r in crop_fix_report["groups_rows"]}
     for crop, ks in K.items():
-        row = rows[f"crop={crop}"]
-        assert row["seeds"] == 3 and row["episodes_min"] == row["episodes_max"] == BUDGET
-        for t in (-15, -10, -5, 0, 5):
-            x = [crossing(t, k) for k in ks if crossing(t, k) <= BUDGET]
-            assert row[f"to_{t:+g}_reached"] == len(x), (crop, t)
-            if x:
-                assert row[f"to_{t:+g}_mean"] == pytest.approx(np.mean(x))
-            if len(x) > 1:
-                assert row[f"to_{t:+g}_sd"] == pytest.approx(np.std(x, ddof=1))
-        assert row["final_mean"] == pytest.approx(np.mean([-21 + BUDGET / k for k in ks]))
-        assert row["hours_mean"] == pytest.approx(BUDGET / 100)
-        assert row["steps_per_s_mean"] == pytest.approx(SPEED[crop])
-    # fix: -15 at 120/132/144, +0 at 420/462/(504 > 500: never); karpathy: -10 at 440/484/(528: never)
-    assert rows["crop=fix"]["to_+0_reached"] == 2 and rows["crop=karpathy"]["to_-10_reached"] == 2
-    assert rows["crop=karpathy"]["to_-5_reached"] == 0
+        r = rows[f"crop={crop}"]
+        finals = sorted(-21 + BUDGET / k for k in ks)
+        # 3 seeds: a 25% trim cuts int(0.75) = 0 from each side, so the IQM is the mean
+        assert r["running_iqm"] == pytest.approx(np.mean(finals), abs=2e-3)
+        assert r["running_low"] >= finals[0] - 1e-3 and r["running_high"] <= finals[-1] + 1e-3
+        assert r["hours_median"] == pytest.approx(BUDGET / 100)
+        assert r["steps_per_s_median"] == pytest.approx(LENGTH / 36)
 
 
-def test_report_verdicts_name_the_test_and_handle_seeds_that_never_got_there(crop_fix_report):
-    v = {line.split(":")[0]: line for line in crop_fix_report["verdicts"]}
-    p = stats.ttest_ind([240, 264, 288], [120, 132, 144], equal_var=False).pvalue
-    assert "crop=fix gets there 132 episodes sooner on average" in v["running reward -15"]
-    assert "larger than the seed-to-seed spread" in v["running reward -15"]
-    assert f"Welch t-test p={p:.3f}" in v["running reward -15"]
-    assert "1 never did within 500" in v["running reward -10"]
-    assert "Gehan" in v["running reward -10"] and "smallest possible p is 0.10" in v["running reward -10"]
-    assert "crop=karpathy never did (0/3 seeds" in v["running reward -5"]
-    assert "no seed of either group got there" in v["running reward +5"]
-    assert "final running reward" in v
+def test_identical_groups_get_no_verdict_either_way(store):
+    out = rep.report(["experiment=same"], launch_dir=store["root"])
+    for key, found in out["found"].items():
+        for v in (found.values() if isinstance(found, dict) else [found]):
+            assert v.p == pytest.approx(0.5) and v.verdict == "cannot tell", key
 
 
-def test_report_files_are_written_and_logged_as_a_report_run(store, crop_fix_report):
+def test_report_files_hold_the_numbers_and_the_provenance(store, crop_fix_report):
     d = crop_fix_report["dir"]
     assert d == store["root"] / "reports" / "crop_fix"
     names = {p.name for p in d.iterdir()}
-    assert {"report.md", "table.csv", "runs.csv", "verdicts.txt", "running_reward_vs_episodes.png",
-            "running_reward_vs_episodes.svg", "running_reward_vs_hours.png", "running_reward_vs_hours.svg"} <= names
-    assert (d / "running_reward_vs_episodes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "<svg" in (d / "running_reward_vs_hours.svg").read_text()
-    rows = list(csv.DictReader((d / "table.csv").open()))
-    assert [r["group"] for r in rows] == ["crop=fix", "crop=karpathy"]
-    assert float(rows[0]["to_-15_mean"]) == pytest.approx(132)
-    assert len(list(csv.DictReader((d / "runs.csv").open()))) == 6
+    assert {"report.md", "groups.csv", "times.csv", "runs.csv", "verdicts.txt", "runs"} <= names
+    for axis in ("episodes", "hours", "steps"):
+        assert (d / f"running_reward_vs_{axis}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (d / f"running_reward_vs_{axis}.svg").read_text()
+    times = list(csv.DictReader((d / "times.csv").open()))
+    fix10 = next(r for r in times if r["group"] == "crop=fix" and r["threshold"] == "-10" and r["measure"] == "episode")
+    assert (fix10["median"], fix10["low"], fix10["high"], fix10["reached"]) == ("242", "220", "264", "3")
+    runs = {r["run_id"]: r for r in csv.DictReader((d / "runs.csv").open())}
+    first = runs[store["ids"]["fix"][0]]
+    assert (first["to_-10_episode"], first["to_-10_seconds"], first["to_-10_steps"]) == ("220", "7920", "220000")
+    assert runs[store["ids"]["karpathy"][2]]["to_-10_episode"] == ""          # never: blank, not a number
     md = (d / "report.md").read_text()
-    assert "| crop=fix | 3 | 500 | 132 ± 12 (3/3) |" in md
+    assert "| -10 | crop=fix | 3/3 | 242 [220, 264] | 2.42 h [2.20 h, 2.64 h] |" in md
+    assert f"`{store['ids']['fix'][0]}` | FINISHED | 500 | `0123abc` | `crop=fix experiment=crop_fix seed=0` | " \
+           "ALE/Pong-v5, frameskip 4, sticky 0.25" in md and "ale-py 0.12.1, gymnasium 1.4.0" in md
+    assert "Settings shared by every run: H=200, " in md
+    # one CSV and one JSON per run, small and with what produced the run
+    rid = store["ids"]["fix"][1]
+    rows = list(csv.reader((d / "runs" / f"{rid}.csv").open()))
+    assert rows[0] == list(data.COLUMNS) and len(rows) == BUDGET + 1
+    assert rows[221] == ["221", "-19", "-10.955", "1000", "7956.0", "221000"]
+    meta = json.loads((d / "runs" / f"{rid}.json").read_text())
+    assert meta["git_commit"] == "0123abc" and meta["params"]["crop.bottom"] == "185"
+    assert meta["params"]["env.resolved.ale_py"] == "0.12.1" and meta["experiment"] == "crop_fix"
+    assert meta["hydra_overrides"] == "crop=fix experiment=crop_fix seed=1" and meta["status"] == "FINISHED"
     client = store["client"]
     run = client.get_run(crop_fix_report["run_id"])
     assert run.data.tags[rep.REPORT_TAG] == "true" and run.info.status == "FINISHED"
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"report.md", "table.csv",
-                                                                       "running_reward_vs_episodes.svg"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"report.md", "times.csv", "runs"}
     assert not [p for p in d.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_a_runs_folder_rebuilds_the_same_report_without_mlflow(store, crop_fix_report, tmp_path):
+    d = crop_fix_report["dir"]
+    again = rep.report([f"from={d / 'runs'}", f"out={tmp_path}"], launch_dir=tmp_path)
+    assert again["dir"] == tmp_path / "crop_fix" and again["run_id"] is None
+    for f in ("groups.csv", "times.csv", "runs.csv", "verdicts.txt"):
+        assert (again["dir"] / f).read_text() == (d / f).read_text(), f
+    for p in (d / "runs").iterdir():
+        assert (again["dir"] / "runs" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert "Runs from: runs folder" in again["markdown"]
+
+
+def test_folders_and_stores_merge_by_run_id_keeping_the_longest_copy(store, crop_fix_report, tmp_path):
+    d = crop_fix_report["dir"] / "runs"
+    fix = [r for r in data.read_runs(d, "x") if r.params["crop.bottom"] == "185"]
+    short = fix[0]
+    short.curve = {c: v[:100] for c, v in short.curve.items()}
+    data.write_runs([short], tmp_path / "a")                       # a shorter copy of one fix run
+    data.write_runs(fix[1:], tmp_path / "b")
+    out = rep.report([f"from={tmp_path / 'a'},{tmp_path / 'b'}", "experiment=crop_fix", "name=merged",
+                      f"out={tmp_path / 'out'}"], launch_dir=store["root"])
+    assert sorted(len(g.runs) for g in out["groups"]) == [3, 3]
+    assert all(r.episodes == BUDGET for g in out["groups"] for r in g.runs)
+    assert "3 duplicate run(s) merged by run id" in out["markdown"]
+    only_a = rep.report([f"from={tmp_path / 'a'},{tmp_path / 'b'}", f"out={tmp_path / 'out'}"], launch_dir=tmp_path)
+    assert [len(g.runs) for g in only_a["groups"]] == [3] and only_a["groups"][0].runs[0].episodes in (100, BUDGET)
 
 
 def test_report_runs_and_sweep_selections_pick_the_same_runs(store, crop_fix_report):
     ids = store["ids"]
     picked = rep.report([f"--runs={ids['fix'][0]},{ids['karpathy'][0]}", "name=two"], launch_dir=store["root"])
     assert [len(g.runs) for g in picked["groups"]] == [1, 1]
-    assert any("at least 2 seeds" in v for v in picked["verdicts"])
+    assert "fewer than 3 seeds in a group" in picked["verdicts"][0]
     swept = rep.report(["sweep=sw1", "name=sweep"], launch_dir=store["root"])
-    assert [r["to_-15_mean"] for r in swept["rows"]] == [r["to_-15_mean"] for r in crop_fix_report["rows"]]
+    assert swept["time_rows"] == crop_fix_report["time_rows"]
     tagged = rep.report([f"runs=[{','.join(ids['fix'])}]", "tag=sweep_id=sw1", "name=fix-only"],
                         launch_dir=store["root"])
     assert [g.label for g in tagged["groups"]] == ["all runs"]
     assert "nothing to compare" in tagged["verdicts"][-1]
-
-
-def test_a_second_report_ignores_earlier_report_runs_and_replaces_the_folder(store, crop_fix_report):
-    again = rep.report(["experiment=crop_fix"], launch_dir=store["root"])
-    assert sum(len(g.runs) for g in again["groups"]) == 6
-    assert again["dir"] == crop_fix_report["dir"] and (again["dir"] / "report.md").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -207,45 +229,70 @@ def test_a_second_report_ignores_earlier_report_runs_and_replaces_the_folder(sto
     ([], "nothing selected"),
     (["experiment=crop_fix", "colour=red"], "colour: unknown argument"),
     (["experiment=crop_fix", "tracking.uri=sqlite:///missing.db"], "no such MLflow database"),
+    (["from=nowhere"], "from=nowhere: no such folder"),
+    (["from=reports"], "from=reports: no runs in"),
+    (["from=bad"], "bad/r1.json: not a run's JSON"),
+    (["from=nocsv"], "nocsv/r1.json: no r1.csv beside it"),
+    (["from=text"], "text/r1.csv: column running_reward holds a value that is not a number"),
 ])
-def test_report_refuses_empty_or_incomparable_selections_with_one_line(store, args, message):
-    with pytest.raises(PgpongError, match=None) as e:
-        rep.report(args, launch_dir=store["root"])
+def test_report_refuses_bad_input_with_one_line(store, args, message):
+    root = store["root"]
+    (root / "reports").mkdir(exist_ok=True)
+    for name, js, body in (("bad", "[1, 2]", None), ("nocsv", '{"run_id": "r1", "params": {}}', None),
+                           ("text", '{"run_id": "r1", "params": {}}', "episode,running_reward\n1,minus five\n")):
+        (root / name).mkdir(exist_ok=True)
+        (root / name / "r1.json").write_text(js)
+        if body:
+            (root / name / "r1.csv").write_text(body)
+    with pytest.raises(PgpongError) as e:
+        rep.report(args, launch_dir=root)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_report_command_prints_the_table_and_exits_2_with_one_line_on_errors(store):
-    ok = run_cli(["experiment=crop_fix", "name=cli"], cwd=store["root"], module="pgpong.report", timeout=120)
+def test_report_command_prints_the_tables_and_exits_2_with_one_line_on_errors(store):
+    ok = run_cli(["experiment=crop_fix", "name=cli"], cwd=store["root"], module="pgpong.report", timeout=300)
     assert ok.returncode == 0, ok.stderr
-    assert "| crop=fix | 3 | 500 | 132 ± 12 (3/3) |" in ok.stdout
-    assert (store["root"] / "reports" / "cli" / "report.md").is_file()
-    bad = run_cli(["experiment=mixed_env"], cwd=store["root"], module="pgpong.report", timeout=120)
+    assert "| -10 | crop=fix | 3/3 | 242 [220, 264] |" in ok.stdout
+    assert (store["root"] / "reports" / "cli" / "runs").is_dir()
+    bad = run_cli(["experiment=mixed_env"], cwd=store["root"], module="pgpong.report", timeout=300)
     assert bad.returncode == 2
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("error: runs are not comparable") and "Traceback" not in bad.stderr
 
 
-def test_crop_fix_experiment_sweeps_both_crops_at_lr_1e_3(cfg_factory):
-    from hydra import compose, initialize_config_dir
+# ---------------------------------------------------------------- verdict logic on runs built in memory
 
-    from tests.conftest import CONF_DIR
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose(config_name="config", overrides=["experiment=crop_fix"], return_hydra_config=True)
-    assert cfg.lr == pytest.approx(1e-3) and cfg.episodes == 10000
-    assert cfg.tracking.experiment == "crop_fix"
-    assert cfg.hydra.sweeper.params == {"crop": "karpathy,fix"}
-    base = cfg_factory([])
-    for key in ("H", "batch_size", "gamma", "decay_rate"):
-        assert cfg[key] == base[key], key          # everything else the gist's
-    assert cfg_factory(["experiment=crop_fix", "crop=fix"]).crop.bottom == 185
-    assert math.isclose(cfg_factory(["experiment=crop_fix", "episodes=500"]).episodes, 500)
+def synthetic(label: str, k: float, seed: int, episodes: int = 400) -> data.Run:
+    e = np.arange(1, episodes + 1, dtype=float)
+    curve = {"episode": e, "reward": np.full_like(e, -20), "running_reward": -21 + e / k,
+             "length": np.full_like(e, 1000), "seconds": e * 36, "steps": e * 1000}
+    return data.Run(run_id=f"{label}{seed}", name=f"{label}{seed}", status="FINISHED",
+                    params={"seed": str(seed), "variant": label, "env.id": "ALE/Pong-v5"}, tags={},
+                    curve=data.rounded(curve))
 
 
-def test_arguments_work_as_key_value_and_as_double_dash_options():
-    from pgpong import cliargs
-    a = cliargs.parse(["--runs", "a,b", "--sweep=s1", "tag=k=v", "tag=x=y", "tracking.uri=sqlite:///m.db"],
-                      rep.KEYS, repeatable=("tag",))
-    assert a == {"runs": "a,b", "sweep": "s1", "tag": ["k=v", "x=y"], "tracking.uri": "sqlite:///m.db"}
-    assert cliargs.as_list("[a, 'b',c]") == cliargs.as_list("a,b,c") == ["a", "b", "c"]
-    with pytest.raises(PgpongError, match="--runs: needs a value"):
-        cliargs.parse(["--runs"], rep.KEYS)
+def verdicts_for(a_ks, b_ks, episodes=400):
+    runs = [synthetic("a", k, s, episodes) for s, k in enumerate(a_ks)] + \
+           [synthetic("b", k, s, episodes) for s, k in enumerate(b_ks)]
+    groups, differ = rep.group_runs(runs)
+    return rep.build_report(groups, differ, ["memory"], "test", "t")
+
+
+def test_all_censored_groups_get_no_verdict_and_say_why():
+    out = verdicts_for((100, 110, 120), (100, 110, 120))      # -21 + 400/100 = -17 at best: nobody reaches -10
+    assert out["thresholds"] == [-10.0, -5.0, 0.0]
+    v = out["found"][("variant=a", "variant=b", -10.0)]["episode"]
+    assert (v.p, v.verdict) == (0.5, "cannot tell") and "no seed got there within 400 episodes" in v.reason
+    assert "median ∞ [∞, ∞] vs ∞ [∞, ∞] episodes (reached by 0/3 vs 0/3 seeds)" in verdict_of(out, -10)
+
+
+def test_the_slower_group_named_first_is_worse():
+    out = verdicts_for((20, 21, 22), (10, 11, 12))
+    assert verdict_of(out, -10).startswith("running reward -10: variant=b reaches -10 sooner than variant=a")
+    assert out["found"][("variant=a", "variant=b", "final")].verdict == "worse"
+
+
+def test_plus_ten_appears_once_a_run_reaches_it():
+    out = verdicts_for((10, 11, 12), (10, 11, 12))             # -21 + 400/10 = +19
+    assert out["thresholds"] == [-10.0, -5.0, 0.0, 10.0]
+    assert any(v.startswith("running reward +10:") for v in out["verdicts"])
