@@ -194,17 +194,20 @@ def test_a_runs_folder_rebuilds_the_same_report_without_mlflow(store, crop_fix_r
 def test_folders_and_stores_merge_by_run_id_keeping_the_longest_copy(store, crop_fix_report, tmp_path):
     d = crop_fix_report["dir"] / "runs"
     fix = [r for r in data.read_runs(d, "x") if r.params["crop.bottom"] == "185"]
+    data.write_runs(fix, tmp_path / "b")                           # all fix runs
     short = fix[0]
     short.curve = {c: v[:100] for c, v in short.curve.items()}
-    data.write_runs([short], tmp_path / "a")                       # a shorter copy of one fix run
-    data.write_runs(fix[1:], tmp_path / "b")
-    out = rep.report([f"from={tmp_path / 'a'},{tmp_path / 'b'}", "experiment=crop_fix", "name=merged",
-                      f"out={tmp_path / 'out'}"], launch_dir=store["root"])
-    assert sorted(len(g.runs) for g in out["groups"]) == [3, 3]
-    assert all(r.episodes == BUDGET for g in out["groups"] for r in g.runs)
-    assert "3 duplicate run(s) merged by run id" in out["markdown"]
-    only_a = rep.report([f"from={tmp_path / 'a'},{tmp_path / 'b'}", f"out={tmp_path / 'out'}"], launch_dir=tmp_path)
-    assert [len(g.runs) for g in only_a["groups"]] == [3] and only_a["groups"][0].runs[0].episodes in (100, BUDGET)
+    data.write_runs([short], tmp_path / "a")                       # a shorter copy of one of them
+    for order in ("a,b", "b,a"):
+        folders = ",".join(str(tmp_path / f) for f in order.split(","))
+        out = rep.report([f"from={folders}", f"out={tmp_path / 'out'}"], launch_dir=tmp_path)
+        assert [len(g.runs) for g in out["groups"]] == [3], order
+        assert all(r.episodes == BUDGET for g in out["groups"] for r in g.runs), order
+        assert "1 duplicate run(s) merged by run id" in out["markdown"]
+    both = rep.report([f"from={tmp_path / 'a'}", "experiment=crop_fix", "name=merged", f"out={tmp_path / 'out'}"],
+                      launch_dir=store["root"])
+    assert sorted(len(g.runs) for g in both["groups"]) == [3, 3]
+    assert all(r.episodes == BUDGET for g in both["groups"] for r in g.runs)
 
 
 def test_report_runs_and_sweep_selections_pick_the_same_runs(store, crop_fix_report):
