@@ -299,3 +299,8 @@ def test_plus_ten_appears_once_a_run_reaches_it():
     out = verdicts_for((10, 11, 12), (10, 11, 12))             # -21 + 400/10 = +19
     assert out["thresholds"] == [-10.0, -5.0, 0.0, 10.0]
     assert any(v.startswith("running reward +10:") for v in out["verdicts"])
+
+
+def test_the_runs_table_keeps_a_dirty_checkout_visible():
+    assert rep._short("e45d236415c11f6d546bda58b0e5aed5323165dc-dirty") == "e45d236415c1-dirty"
+    assert rep._short("e45d236415c11f6d546bda58b0e5aed5323165dc") == "e45d236415c1"

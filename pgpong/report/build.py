@@ -398,7 +398,7 @@ def _n(x, digits: int = 0) -> str:
 
 def groups_markdown(rows: list[dict]) -> str:
     head = ["group", "seeds", "episodes", f"running reward at episode {rows[0]['at_episode']:,}: IQM [95% CI]",
-            "wall-clock h (median)", "agent steps/s (median)"]
+            "wall-clock (median)", "agent steps/s (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         eps = _n(row["episodes_min"]) if row["episodes_min"] == row["episodes_max"] else \
@@ -406,7 +406,7 @@ def groups_markdown(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([
             row["group"], str(row["seeds"]), eps,
             f"{row['running_iqm']:+.2f} [{row['running_low']:+.2f}, {row['running_high']:+.2f}]",
-            _n(row["hours_median"], 2), _n(row["steps_per_s_median"])]) + " |")
+            HOURS.fmt(row["hours_median"] * 3600), _n(row["steps_per_s_median"])]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -479,7 +479,7 @@ def plot(groups: list[Group], m: Measure, out_base: Path, title: str, thresholds
     ax.set_xlabel(xlabel)
     ax.set_ylabel("running reward (EMA 0.99 of episode reward)")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, title="bold: IQM across seeds, band: its 95% bootstrap CI; thin: seeds",
+    ax.legend(loc="upper left", fontsize=8, title="bold: IQM across seeds, band: its 95% bootstrap CI; thin: seeds",
               title_fontsize=7)
     ax.grid(alpha=0.2)
     fig.tight_layout()
@@ -537,6 +537,12 @@ def default_name(args: dict) -> str:
     return name
 
 
+def _short(commit: str) -> str:
+    """`e45d236415c1` or `e45d236415c1-dirty` from a full commit id."""
+    head, dirty = (commit[:-6], "-dirty") if commit.endswith("-dirty") else (commit, "")
+    return head[:12] + dirty
+
+
 def _env(r: Run) -> str:
     p = r.params
     return (f"{p.get('env.resolved.id', p.get('env.id'))}, frameskip {p.get('env.resolved.frameskip', p.get('env.frameskip'))}, "
@@ -592,7 +598,7 @@ def build_report(groups: list[Group], differ: list[str], sources: list[str], com
     md += [f"- {v}" for v in verdicts] + [""]
     md += ["## Runs", "", "Settings shared by every run: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".", "",
            "| group | seed | run | status | episodes | commit | overrides | environment |", "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {g.label} | {r.seed} | `{r.run_id}` | {r.status} | {r.episodes:,} | `{r.commit[:12]}` | "
+    md += [f"| {g.label} | {r.seed} | `{r.run_id}` | {r.status} | {r.episodes:,} | `{_short(r.commit)}` | "
            f"`{r.tags.get('hydra_overrides', '')}` | {_env(r)} |" for g in groups for r in g.runs] + [""]
     md += ["Each run's curve and everything that produced it (all params, tags, source) are in "
            "`runs/<run id>.csv` and `runs/<run id>.json`.", ""]
