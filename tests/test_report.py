@@ -210,6 +210,20 @@ def test_folders_and_stores_merge_by_run_id_keeping_the_longest_copy(store, crop
     assert all(r.episodes == BUDGET for g in both["groups"] for r in g.runs)
 
 
+def test_several_stores_merge_by_run_id(store, crop_fix_report, tmp_path):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+    shutil.copy(store["root"] / "mlflow.db", tmp_path / "copy.db")     # the same 6 runs, and one more seed
+    copy = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'copy.db'}")
+    extra = log_run(copy, copy.get_experiment_by_name("crop_fix").experiment_id, "karpathy", 3, 52)
+    out = rep.report(["experiment=crop_fix", f"tracking.uri=sqlite:///{store['root'] / 'mlflow.db'}",
+                      f"tracking.uri=sqlite:///{tmp_path / 'copy.db'}", f"out={tmp_path}"], launch_dir=tmp_path)
+    assert sorted(len(g.runs) for g in out["groups"]) == [3, 4] and out["run_id"] is None
+    assert extra in {r.run_id for g in out["groups"] for r in g.runs}
+    assert "6 duplicate run(s) merged by run id" in out["markdown"] and out["markdown"].count("MLflow experiment") == 2
+
+
 def test_report_runs_and_sweep_selections_pick_the_same_runs(store, crop_fix_report):
     ids = store["ids"]
     picked = rep.report([f"--runs={ids['fix'][0]},{ids['karpathy'][0]}", "name=two"], launch_dir=store["root"])
