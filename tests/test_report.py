@@ -184,7 +184,8 @@ def test_a_runs_folder_rebuilds_the_same_report_without_mlflow(store, crop_fix_r
     d = crop_fix_report["dir"]
     again = rep.report([f"from={d / 'runs'}", f"out={tmp_path}"], launch_dir=tmp_path)
     assert again["dir"] == tmp_path / "crop_fix" and again["run_id"] is None
-    for f in ("groups.csv", "times.csv", "runs.csv", "verdicts.txt"):
+    for f in ("groups.csv", "times.csv", "runs.csv", "verdicts.txt", "running_reward_vs_episodes.svg",
+              "running_reward_vs_hours.svg", "running_reward_vs_steps.svg"):
         assert (again["dir"] / f).read_text() == (d / f).read_text(), f
     for p in (d / "runs").iterdir():
         assert (again["dir"] / "runs" / p.name).read_bytes() == p.read_bytes(), p.name
