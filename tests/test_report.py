@@ -166,6 +166,8 @@ def test_report_files_hold_the_numbers_and_the_provenance(store, crop_fix_report
     assert "Settings shared by every run: H=200, " in md
     # one CSV and one JSON per run, small and with what produced the run
     rid = store["ids"]["fix"][1]
+    run = next(r for g in crop_fix_report["groups"] for r in g.runs if r.run_id == rid)
+    assert run.curve["running_reward"][220] == -10.955          # -21 + 221/22, rounded before any statistic
     rows = list(csv.reader((d / "runs" / f"{rid}.csv").open()))
     assert rows[0] == list(data.COLUMNS) and len(rows) == BUDGET + 1
     assert rows[221] == ["221", "-19", "-10.955", "1000", "7956.0", "221000"]
