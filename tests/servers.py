@@ -1,6 +1,7 @@
 """Real servers on loopback for tests: a PostgreSQL cluster and an `mlflow server` process.
 
     from tests.servers import postgres_server, mlflow_server   # pytest fixtures (session scope)
+    with optuna_dashboard("sqlite:///optuna.db") as url: ...    # optuna-dashboard's own CLI
 
 PostgreSQL comes from Debian's `postgresql` package (.ci/run installs it when missing); initdb
 refuses to run as root, so as root the cluster is made and started as the `postgres` user.
@@ -8,12 +9,14 @@ Each server gets a fresh data directory under /tmp and a free loopback port, and
 at the end of the session.
 """
 import glob
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -133,3 +136,54 @@ def mlflow_server():
             proc.wait(timeout=20)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a server started in its own session, and everything it forked."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+
+
+def wait_for_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
+    """Until url answers 200 (the server exiting first is an error)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: str):
+    """http://127.0.0.1:PORT of `optuna-dashboard STORAGE` (the console script pip installed)."""
+    script = Path(sysconfig.get_path("scripts")) / "optuna-dashboard"
+    cmd = [str(script)] if script.exists() else [shutil.which("optuna-dashboard") or "optuna-dashboard"]
+    port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([*cmd, storage, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/api/studies", 60, proc)
+        yield url
+    except Exception:
+        log.seek(0)
+        print(log.read()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        _stop(proc)
+        log.close()
