@@ -21,6 +21,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 UI_TIMEOUT_MS = 30_000
 RUN_NAME_EXPANDER = ('[data-component-id="codegen_mlflow_app_src_experiment-tracking_components_'
                      'experiment-page_components_runs_cells_runnamecellrenderer.tsx_46"]')
+POPUP = "[data-radix-popper-content-wrapper]"
 ASSISTANT_CLOSE = '[data-component-id="mlflow.assistant.chat_panel.close"]'
 
 
@@ -82,11 +83,26 @@ def expand_parent_runs(page) -> None:
         button.click()
 
 
+def toggle_columns(page, keys) -> None:
+    """Show or hide columns of the runs table: attributes, params, tags (the "Columns" menu's boxes)."""
+    page.get_by_role("button", name="Columns", exact=True).click()
+    for key in keys:
+        page.get_by_placeholder("Search columns").fill(key)
+        page.locator(POPUP).get_by_text(key, exact=True).first.click()
+    page.keyboard.press("Escape")
+
+
+def select_all_runs(page) -> None:
+    """Tick every run of the table (its toolbar then offers Compare)."""
+    page.get_by_label("Select all runs").click()
+    page.get_by_role("button", name="Compare", exact=True).wait_for()
+
+
 def group_by(page, key: str) -> None:
     """Group the runs by a param or tag (the "Group by" menu's search, then the key)."""
-    page.get_by_role("button", name="Group by").click()
+    page.get_by_role("button", name="Group by", exact=True).click()
     page.get_by_placeholder("Search").fill(key)
-    page.get_by_text(key, exact=True).first.click()
+    page.get_by_role("menuitemcheckbox", name=key, exact=True).first.click()
     page.keyboard.press("Escape")
     page.get_by_role("button", name=f"Group by: {key}").wait_for()
 

@@ -1,6 +1,7 @@
 """Real servers on loopback for tests: a PostgreSQL cluster and an `mlflow server` process.
 
     from tests.servers import postgres_server, mlflow_server   # pytest fixtures (session scope)
+    with mlflow_server_on(Path("store")) as uri: ...             # on store/mlflow.db
     with optuna_dashboard("sqlite:///optuna.db") as url: ...    # optuna-dashboard's own CLI
 
 PostgreSQL comes from Debian's `postgresql` package (.ci/run installs it when missing); initdb
@@ -94,47 +95,38 @@ def postgres_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server():
-    """http://127.0.0.1:PORT of an `mlflow server` with a SQLite backend and artifacts under /tmp."""
-    root = Path(tempfile.mkdtemp(prefix="pgpong-mlflow-"))
+@contextlib.contextmanager
+def mlflow_server_on(root: Path):
+    """http://127.0.0.1:PORT of an `mlflow server` on root/mlflow.db (SQLite), artifacts in root/artifacts."""
     port = free_port()
-    mlflow_cli = [sys.executable, "-m", "mlflow"]
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [*mlflow_cli, "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port, 120, proc)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        wait_for_http(uri + "/health", 60, proc)
         yield uri
     except Exception:
         log.flush()
         print((root / "server.log").read_text()[-3000:], file=sys.stderr)
         raise
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+        _stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """http://127.0.0.1:PORT of an `mlflow server` with a SQLite backend and artifacts under /tmp."""
+    root = Path(tempfile.mkdtemp(prefix="pgpong-mlflow-"))
+    try:
+        with mlflow_server_on(root) as uri:
+            yield uri
+    finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
