@@ -156,6 +156,9 @@ def run(cfg) -> dict:
                     "checkpoint_dir": str(out_dir / "checkpoints")}
             if ckpt_path:
                 tags["resumed_from_checkpoint"] = str(ckpt_path)
+            else:     # a resumed run keeps the description it started with
+                choices = OmegaConf.to_container(hc.runtime.choices)
+                tags[naming.NOTE_TAG] = naming.description(cfg, choices, overrides)
             tags.update(sweep_tags)
             tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
                                    resume_run_id=(saved or {}).get("mlflow_run_id"))

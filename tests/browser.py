@@ -78,7 +78,8 @@ def open_runs(page, server: str, experiment_id: str) -> None:
 
 
 def expand_parent_runs(page) -> None:
-    """Show the nested runs under every collapsed parent run."""
+    """Show the nested runs under every parent run (waits for the table to show one)."""
+    page.locator(RUN_NAME_EXPANDER).first.wait_for()
     for button in page.locator(RUN_NAME_EXPANDER).all():
         button.click()
 

@@ -122,6 +122,7 @@ def test_trials_are_nested_runs_and_pruned_ones_are_killed(tmp_path, monkeypatch
         assert r.data.tags["optuna_trial"] == str(t.number) and r.data.tags["state"] == t.state.name
         assert r.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t.state.name]
         assert r.data.params["baseline"] == t.params["baseline"] and "episode/reward" in r.data.metrics
+        assert f"`baseline={t.params['baseline']}`" in r.data.tags["mlflow.note.content"]    # its description
         if t.state.name == "COMPLETE":
             assert r.data.metrics["trial/objective"] == pytest.approx(t.value)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -289,7 +289,8 @@ class Objective:
         overrides = self.base + [override(k, v) for k, v in sampled.items()]
         tags = {"pgpong_kind": "trial", "optuna_study": self.study_name, "optuna_trial": trial.number,
                 "sweep_spec": spec.name, "hydra_overrides": " ".join(overrides), "worker": WORKER, "git_commit":
-                naming.git_commit() or "unknown"}
+                naming.git_commit() or "unknown", naming.NOTE_TAG: f"Trial {trial.number} of Optuna study "
+                f"`{self.study_name}`: " + ", ".join(f"`{k}={v}`" for k, v in sampled.items()) + f"; seeds {spec.seeds}."}
         trial_tracker = self.tracker(f"trial {trial.number}", tags, self.parent_run_id)
         if trial_tracker.run_id:
             trial.set_user_attr("mlflow_run_id", trial_tracker.run_id)
@@ -430,7 +431,8 @@ def sweep(p: dict, launch_dir: Path) -> dict:
         raise SpecError(spec.file, "direction", f"{spec.direction}: study {study_name!r} in this storage "
                         f"was created with {study.direction.name.lower()}; use another study=NAME")
     tags = {"pgpong_kind": "study", "optuna_study": study_name, "optuna_storage": p["storage_id"],
-            "sweep_spec": spec.name, "git_commit": naming.git_commit() or "unknown"}
+            "sweep_spec": spec.name, "git_commit": naming.git_commit() or "unknown",
+            naming.NOTE_TAG: f"Optuna study `{study_name}` ({spec.description or spec.name}): one nested run per trial."}
     parent = study_parent_run(cfg.tracking, launch_dir, study_name, p["storage_id"], tags)
     parent_tracker = None
     if parent:

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import open_dict, read_write
 
 from pgpong.errors import PgpongError
+from pgpong.tracking.naming import NOTE_TAG
 
 PARENT_ENV = "PGPONG_SWEEP_PARENT_RUN_ID"
 SWEEP_ENV = "PGPONG_SWEEP_ID"
@@ -82,7 +83,8 @@ class SweepCallback(Callback):
         task_overrides = list(config.hydra.overrides.task)
         launcher = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
         tags = {"sweep_id": self.sweep_id, "pgpong_kind": "multirun", "hydra_sweep_overrides":
-                " ".join(task_overrides) or "(none)", "launcher": launcher, "sweep_dir": str(self.sweep_dir)}
+                " ".join(task_overrides) or "(none)", "launcher": launcher, "sweep_dir": str(self.sweep_dir),
+                NOTE_TAG: f"Hydra multirun `{' '.join(task_overrides)}`: one nested run per job."}
         try:
             self.tracker = make_tracker(config.tracking, launch_dir, f"multirun {self.sweep_id}", tags)
         except PgpongError as e:     # e.g. an unreachable tracking server: stop before any job starts

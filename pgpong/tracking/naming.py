@@ -1,11 +1,12 @@
-"""What identifies a run: its name from the overrides, its flattened params, its tags."""
+"""What identifies a run: its name from the overrides, its description, its flattened params, its tags."""
 import subprocess
 
 from omegaconf import OmegaConf
 
-from pgpong.paths import PROJECT_DIR
+from pgpong.paths import CONF_DIR, PROJECT_DIR
 
 NOT_IN_NAME = ("tracking", "hydra", "log_every_s", "checkpoint_every", "resume")
+NOTE_TAG = "mlflow.note.content"     # the run's description in MLflow's UI (Markdown)
 
 
 def run_name(overrides: list[str], cfg) -> str:
@@ -23,6 +24,48 @@ def run_name(overrides: list[str], cfg) -> str:
         parts[key] = value if resolved is None or OmegaConf.is_config(resolved) else str(resolved)
     parts["seed"] = str(cfg.seed)
     return ",".join(f"{k}={v}" for k, v in sorted(parts.items()))
+
+
+def description(cfg, choices: dict, overrides: list[str] = ()) -> str:
+    """Two lines saying what a run is: what it changes from the defaults (the gist's algorithm),
+    then its engine and seed.
+
+    choices: the run's config group choices (HydraConfig's runtime.choices). A group chosen
+    otherwise, or named in the overrides, is shown by name (`crop=fix`); values are compared with
+    the defaults of the chosen groups, so only what the overrides or an experiment file set is listed.
+    """
+    default_choices = _choices(_compose([]))
+    named = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    groups = {g: c for g, c in choices.items() if g in default_choices and g.split("/")[0] not in NOT_IN_NAME}
+    changed = [f"{g}={c}" for g, c in groups.items() if c is not None and (c != default_choices[g] or g in named)]
+    same_groups = _compose([f"{g}={c}" for g, c in groups.items() if c is not None and g != "experiment"])
+    baseline = flatten(OmegaConf.masked_copy(same_groups, [k for k in same_groups if k != "hydra"]))
+    for key, value in flatten(cfg).items():
+        if key.split(".")[0] not in (*NOT_IN_NAME, "seed") and (key not in baseline or baseline[key] != value):
+            changed.append(f"{key}={value}")
+    what = ("Overrides of the defaults (the gist's algorithm): " + ", ".join(f"`{c}`" for c in changed)
+            if changed else "The defaults (the gist's algorithm), unchanged")
+    env = cfg.env
+    if env.vector:
+        engine = f"ale-py AtariVectorEnv on {env.id}, {env.num_envs} emulators in {env.groups} group(s)"
+    else:
+        engine = f"gymnasium {env.id}, {env.num_envs} env(s)"
+    return f"{what}.\nEngine: {engine}; seed {cfg.seed}."
+
+
+def _choices(composed) -> dict:
+    """{group: choice} of a config composed with its hydra node."""
+    return dict(OmegaConf.to_container(composed.hydra.runtime.choices))
+
+
+def _compose(overrides: list[str]):
+    """conf/config.yaml composed with overrides and its hydra node, inside or outside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
 def flatten(cfg) -> dict:

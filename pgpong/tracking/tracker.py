@@ -29,6 +29,8 @@ MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
 LOCKED_RETRY_S = 60.0         # how long "database is locked" is retried before giving up
 BACKLOG_NAME = "tracking-backlog.jsonl"
+# the experiment tag by which MLflow 3's UI can tell model training (runs, metric charts) from GenAI (traces)
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 PERMANENT_ERRORS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
                     "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED")
 
@@ -108,17 +110,22 @@ def check_reachable(uri: str, timeout_s: int = 5) -> None:
 
 
 def experiment_id(client, name: str) -> str:
-    """The id of experiment `name`, created if missing (safe when two runs race to create it)."""
+    """The id of experiment `name`, created if missing (safe when two runs race to create it).
+
+    It is tagged as model training (KIND_TAG); one made elsewhere without a kind gets the tag, one
+    given another kind keeps it.
+    """
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags={KIND_TAG: MODEL_TRAINING})
+        except Exception:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
 
 
 class MlflowTracker:
