@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402  (comes with matplotlib)
 from mlflow.tracking import MlflowClient  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.browser import (chart_card, chart_view, expand_parent_runs, group_by, launch, new_page,  # noqa: E402
+from tests.browser import (chart_card, chart_view, close_assistant, expand_parent_runs, group_by, launch, new_page,  # noqa: E402
                            open_runs, select_all_runs, toggle_columns)
 from tests.servers import mlflow_server_on, optuna_dashboard  # noqa: E402
 
@@ -57,8 +57,18 @@ def save(shot: bytes, name: str) -> None:
 
 
 def mlflow_shots(browser, uri: str) -> None:
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("crop_fix")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("crop_fix")
     page = new_page(browser)
+    [run] = client.search_runs([exp.experiment_id], "params.seed = '1' and params.crop.bottom = '185'")
+    page.goto(f"{uri}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning")
+    note = page.get_by_text("Engine:").first
+    note.wait_for()
+    close_assistant(page)
+    note.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    save(page.screenshot(), "mlflow-run.png")
+
     open_runs(page, uri, exp.experiment_id)
     expand_parent_runs(page)
     toggle_columns(page, ["Dataset", "Source", "Models", "crop.bottom", "seed"])   # hide 3, show 2

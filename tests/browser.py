@@ -72,6 +72,11 @@ def open_runs(page, server: str, experiment_id: str) -> None:
     """The experiment's runs table in "Model training" mode, the assistant panel closed."""
     page.goto(f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     page.get_by_text("matching runs").wait_for()
+    close_assistant(page)
+
+
+def close_assistant(page) -> None:
+    """Close the MLflow Assistant panel when it is open (it takes a third of the page)."""
     close = page.locator(ASSISTANT_CLOSE)
     if close.count():
         close.click()

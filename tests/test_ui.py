@@ -7,6 +7,7 @@ Optuna: a real study made by pgpong's sweep driver, served by the real `optuna-d
 HTTP API lists the study and its trials, and its history page draws them.
 """
 import json
+import re
 import urllib.request
 
 import optuna
@@ -58,7 +59,7 @@ def test_the_multirun_experiment_is_marked_model_training_and_runs_are_described
 
 
 @pytest.mark.slow
-def test_mlflow_runs_page_lists_nested_runs_and_charts_running_reward(crop_fix_multirun, mlflow_server, browser):
+def test_mlflow_ui_lists_nested_runs_charts_running_reward_and_shows_descriptions(crop_fix_multirun, mlflow_server, browser):
     exp, _, children = crop_fix_multirun
     page = new_page(browser)
     open_runs(page, mlflow_server, exp.experiment_id)
@@ -75,6 +76,10 @@ def test_mlflow_runs_page_lists_nested_runs_and_charts_running_reward(crop_fix_m
     lines = card.locator(".scatterlayer .trace path.js-line")
     assert lines.count() >= 2
     assert all(len(lines.nth(i).get_attribute("d") or "") > 20 for i in range(lines.count()))
+
+    run = children[0]      # its page shows its description
+    page.goto(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning")
+    page.get_by_text("Engine: ale-py AtariVectorEnv").wait_for()
     page.close()
 
 
@@ -140,3 +145,13 @@ def test_optuna_dashboard_serves_a_pgpong_study(tmp_path, monkeypatch, browser):
         history.wait_for()
         assert history.locator(".scatterlayer .trace .point").count() >= len(trials)
         page.close()
+
+
+def test_ui_page_shows_small_screenshots_that_exist():
+    from pathlib import Path
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    images = re.findall(r"!\[[^\]]*\]\((img/[^)]+\.png)\)", (docs / "ui.md").read_text())
+    assert len(images) >= 5
+    for name in images:
+        assert (docs / name).is_file(), name
+        assert (docs / name).stat().st_size < 200_000, name
