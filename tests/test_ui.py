@@ -93,7 +93,7 @@ def test_mlflow_ui_lists_nested_runs_charts_running_reward_and_shows_description
     (["env=pong_v0", "crop=fix", "lr=1e-3"],
      "Overrides of the defaults (the gist's algorithm): `crop=fix`, `env=pong_v0`, `lr=0.001`.\n"
      "Engine: gymnasium Pong-v0, 1 env(s); seed 0."),
-])
+], ids=["defaults", "crop_fix_job", "gist_env"])
 def test_run_description_names_overrides_engine_and_seed(overrides, expected):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
