@@ -64,6 +64,9 @@ def store(tmp_path_factory):
     for crop in K:
         for s, k in enumerate(K["fix"]):
             log_run(client, same, crop, s, k, episodes=300)
+    budgets = client.create_experiment("budgets")
+    for s, k in enumerate(K["fix"]):
+        log_run(client, budgets, "fix", s, k, episodes=200 + 100 * s)
     mixed = client.create_experiment("mixed_env")
     log_run(client, mixed, "fix", 0, 20, episodes=50)
     log_run(client, mixed, "fix", 1, 20, episodes=50, env_id="Pong-v0")
@@ -142,6 +145,12 @@ def test_identical_groups_get_no_verdict_either_way(store):
     for key, found in out["found"].items():
         for v in (found.values() if isinstance(found, dict) else [found]):
             assert v.p == pytest.approx(0.5) and v.verdict == "cannot tell", key
+
+
+def test_runs_with_different_budgets_are_seeds_of_one_variant_compared_over_the_shortest(store):
+    out = rep.report(["experiment=budgets"], launch_dir=store["root"])
+    (row,) = out["groups_rows"]
+    assert row["seeds"] == 3 and row["at_episode"] == 200 and row["episodes_max"] == 400
 
 
 def test_report_files_hold_the_numbers_and_the_provenance(store, crop_fix_report):
