@@ -1,0 +1,65 @@
+"""A run as a cluster scheduler's job (Slurm, Ray): the CPUs it was granted, who stops it, reruns.
+
+A job learns its CPUs from the scheduler: Slurm sets SLURM_CPUS_PER_TASK from --cpus-per-task,
+pgpong's Ray launcher sets PGPONG_JOB_CPUS to the task's `num_cpus`. The job's emulator threads
+are that count (at most one per emulator).
+
+A rerun of a multirun job (Slurm requeue after a time limit, preemption or `scontrol requeue`;
+a Ray retry after its worker or node died) gets the same output folder as the first attempt: the
+newest checkpoint there is where it continues, instead of starting over.
+
+A job its scheduler stopped, or whose node died, is FAILED in MLflow with the reason: the job
+records it when it still can (a signal), the launching process otherwise (`close_dead_runs`).
+"""
+import os
+from pathlib import Path
+
+CPUS_ENV = "PGPONG_JOB_CPUS"
+RAY_TASK_ENV = "PGPONG_RAY_TASK"
+
+
+def granted_cpus() -> int | None:
+    """CPUs the scheduler reserved for this job, or None outside a scheduler's job."""
+    for var in (CPUS_ENV, "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def scheduler_job() -> str | None:
+    """'Slurm job 12', 'Slurm job 12_3' (an array task) or 'Ray task <id>' when this process is one."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"Slurm job {array_job}_{task}" if array_job and task else f"Slurm job {job}"
+    task = os.environ.get(RAY_TASK_ENV)
+    return f"Ray task {task}" if task else None
+
+
+def rerun_checkpoint(out_dir) -> Path | None:
+    """The newest checkpoint an earlier attempt of this job left in its output folder, if any."""
+    from pgpong.checkpoint import list_checkpoints
+    folder = Path(out_dir) / "checkpoints"
+    found = list_checkpoints(folder) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def close_dead_runs(tracking_uri: str, sweep_id: str, reasons: dict[int, str]) -> list[str]:
+    """End FAILED, with the reason, the MLflow runs of jobs that died without ending their run.
+
+    reasons: {hydra job number: why the job ended}. Only runs still RUNNING are touched: a job
+    that ended its own run (FAILED, KILLED, FINISHED) already recorded its reason itself.
+    Returns the run ids closed.
+    """
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    closed = []
+    for run in client.search_runs(exps, f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'"):
+        num = run.data.tags.get("hydra_job_num", "")
+        if num.isdigit() and int(num) in reasons:
+            client.set_tag(run.info.run_id, "failure_reason", reasons[int(num)][:5000])
+            client.set_terminated(run.info.run_id, "FAILED")
+            closed.append(run.info.run_id)
+    return closed
