@@ -8,8 +8,8 @@ A rerun of a multirun job (Slurm requeue after a time limit, preemption or `scon
 a Ray retry after its worker or node died) gets the same output folder as the first attempt: the
 newest checkpoint there is where it continues, instead of starting over.
 
-A job its scheduler stopped, or whose node died, is FAILED in MLflow with the reason: the job
-records it when it still can (a signal), the launching process otherwise (`close_dead_runs`).
+A job its scheduler stopped, or whose node died, is FAILED in MLflow with the reason the launcher
+saw (pgpong/tracking/lost_jobs.py).
 """
 import os
 from pathlib import Path
@@ -27,6 +27,12 @@ def granted_cpus() -> int | None:
     return None
 
 
+def job_threads(env_cfg) -> int | None:
+    """Emulator threads for a scheduler's job: its granted CPUs, one per emulator at most; else None."""
+    cpus = granted_cpus()
+    return None if cpus is None else max(1, min(cpus, env_cfg.num_envs))
+
+
 def scheduler_job() -> str | None:
     """'Slurm job 12', 'Slurm job 12_3' (an array task) or 'Ray task <id>' when this process is one."""
     job = os.environ.get("SLURM_JOB_ID")
@@ -39,27 +45,6 @@ def scheduler_job() -> str | None:
 
 def rerun_checkpoint(out_dir) -> Path | None:
     """The newest checkpoint an earlier attempt of this job left in its output folder, if any."""
-    from pgpong.checkpoint import list_checkpoints
-    folder = Path(out_dir) / "checkpoints"
-    found = list_checkpoints(folder) if folder.is_dir() else []
+    from pgpong.engine.checkpoint import list_checkpoints
+    found = list_checkpoints(Path(out_dir) / "checkpoints")
     return found[-1] if found else None
-
-
-def close_dead_runs(tracking_uri: str, sweep_id: str, reasons: dict[int, str]) -> list[str]:
-    """End FAILED, with the reason, the MLflow runs of jobs that died without ending their run.
-
-    reasons: {hydra job number: why the job ended}. Only runs still RUNNING are touched: a job
-    that ended its own run (FAILED, KILLED, FINISHED) already recorded its reason itself.
-    Returns the run ids closed.
-    """
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exps = [e.experiment_id for e in client.search_experiments()]
-    closed = []
-    for run in client.search_runs(exps, f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'"):
-        num = run.data.tags.get("hydra_job_num", "")
-        if num.isdigit() and int(num) in reasons:
-            client.set_tag(run.info.run_id, "failure_reason", reasons[int(num)][:5000])
-            client.set_terminated(run.info.run_id, "FAILED")
-            closed.append(run.info.run_id)
-    return closed

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from pgpong import config
+from pgpong import cluster, config
 from pgpong.cli import precheck
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import seeded_envs
@@ -127,9 +127,13 @@ def run(cfg) -> dict:
     multirun = hc.mode == RunMode.MULTIRUN
     parent_run_id, sweep_id = sweep_ids() if multirun else (None, None)
     sweep_tags = {"sweep_id": sweep_id, "hydra_job_num": hc.job.num} if sweep_id else {}
+    if cluster.scheduler_job():
+        sweep_tags["scheduler_job"] = cluster.scheduler_job()
     with StopFlag() as stop:
         ckpt_path = saved = None
         try:
+            if multirun and not cfg.resume and cluster.rerun_checkpoint(out_dir):   # a requeued/retried job
+                cfg.resume = str(cluster.rerun_checkpoint(out_dir))
             if cfg.resume:
                 ckpt_path = find_checkpoint(cfg.resume, launch_dir, cfg.tracking)
                 arrays, saved = checkpoint.load(ckpt_path)
@@ -138,7 +142,7 @@ def run(cfg) -> dict:
                 cfg = resume_config(cfg, overrides, saved["config"], ckpt_path)
             config.validate(cfg)
             if multirun:    # parallel jobs share the cores: fewer emulator threads each
-                cfg.env.num_threads = threads_per_job(hc.launcher, cfg.env.num_threads)
+                cfg.env.num_threads = cluster.job_threads(cfg.env) or threads_per_job(hc.launcher, cfg.env.num_threads)
 
             rng, envs = seeded_envs(cfg)     # the run's one random generator, and its envs
         except PgpongError as e:

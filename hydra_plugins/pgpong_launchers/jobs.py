@@ -4,7 +4,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict
 
-from pgpong.callbacks import write_job_status
+from pgpong.tracking.multirun import write_job_status
 
 
 def job_dir(hydra_context, master_config, overrides, num: int) -> Path:

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
+from pgpong.cluster import scheduler_job
 from pgpong.engine.envs import seeded_envs
 from pgpong.engine.trainer import train
 from pgpong.errors import PgpongError
@@ -46,7 +47,7 @@ from pgpong.tracking import naming
 from pgpong.tracking.tracker import NullTracker, experiment_id, make_tracker
 
 DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
-WORKER = f"{socket.gethostname()}:{os.getpid()}"    # which process ran a trial
+WORKER = f"{socket.gethostname()}:{os.getpid()}" + (f" ({scheduler_job()})" if scheduler_job() else "")   # who ran a trial
 STUDY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 config.register()
 

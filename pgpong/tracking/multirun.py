@@ -104,6 +104,10 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         statuses = job_statuses(self.sweep_dir)
         failed = sorted(k for k, v in statuses.items() if v != "FINISHED")
+        lost = [k for k in failed if statuses[k] == "FAILED"]
+        if lost and getattr(self.tracker, "uri", None):    # runs of jobs that died: FAILED, with why
+            from pgpong.tracking.lost_jobs import close_lost_runs, lost_reasons
+            close_lost_runs(self.tracker.uri, self.sweep_id, lost_reasons(self.sweep_dir, lost))
         self.tracker.set_tags({"jobs": len(statuses), "jobs_failed": len(failed)})
         if (self.sweep_dir / "multirun.yaml").exists():
             self.tracker.log_artifact(self.sweep_dir / "multirun.yaml")
