@@ -7,7 +7,8 @@ MariaDB holds the accounting database that slurmdbd serves (submitit reads job s
 `sacct`), slurmctld schedules and slurmd runs the jobs on node `localhost` with this machine's
 CPUs. Everything is generated under a fresh /tmp folder (slurm.conf, keys, state, spool, logs),
 listens on free loopback ports, and is stopped at the end of the session. Clients find the
-cluster through SLURM_CONF. munge clients and Slurm's accounting connection use munge's default
+cluster through SLURM_CONF. A requeued job waits for its old credential to expire before it runs
+again: cred_expire=10 s instead of Slurm's 120 keeps the requeue test short. munge clients and Slurm's accounting connection use munge's default
 socket, so a munged already answering there is used as it is; otherwise one is started there.
 
 Ray: `ray start --head --block` on 127.0.0.1 with 2 CPUs and no dashboard, stopped by ending
@@ -93,6 +94,7 @@ SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 CredType=cred/munge
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
