@@ -179,12 +179,16 @@ def test_slurm_a_cancelled_job_is_failed_with_slurms_reason_and_a_requeued_job_r
           f"{cancelled.data.tags['failure_reason']}")
 
 
-def ray_job_pids() -> list[int]:
-    """Processes of this machine running a job of pgpong's Ray launcher (Ray titles them ray::<function>)."""
+def ray_job_pids(root: Path, num: int) -> list[int]:
+    """Processes running multirun job `num` under pgpong's Ray launcher: Ray titles a worker
+    ray::<function> while it runs a task, and the job holds its log file in its folder open."""
+    folders = [str(d) + "/" for d in root.glob(f"*/*/{num}")]
     pids = []
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and (d / "cmdline").read_bytes().startswith(b"ray::run_in_worker"):
+            if not (d.name.isdigit() and (d / "cmdline").read_bytes().startswith(b"ray::run_in_worker")):
+                continue
+            if any(os.readlink(fd).startswith(tuple(folders)) for fd in (d / "fd").iterdir()) and folders:
                 pids.append(int(d.name))
         except OSError:
             pass
@@ -194,24 +198,23 @@ def ray_job_pids() -> list[int]:
 def test_ray_a_job_whose_worker_dies_is_retried_from_its_checkpoint_or_failed_with_rays_reason(
         tmp_path, ray_cluster, mlflow_server):
     budget = [o for o in TINY if not o.startswith("episodes=")] + ["episodes=60"]
-    # 2 CPUs a job: one job at a time on the 2-CPU head, so the one worker running a job is that job's
     proc = start_multirun([*multirun_launcher("ray", ray_cluster, cpus=2, max_retries=1), *budget, "seed=0,1",
                            f"tracking.uri={mlflow_server}"], tmp_path, ray_cluster.env)
     root = tmp_path / "multirun"
     wait_for("job 0's first checkpoint", lambda: checkpoints(root, 0), 180, proc)
-    [pid] = ray_job_pids()
+    [pid] = wait_for("job 0's worker", lambda: ray_job_pids(root, 0), 60, proc)
     os.kill(pid, signal.SIGKILL)       # the job's process dies: Ray retries it once
     wait_for("job 1's first checkpoint", lambda: checkpoints(root, 1), 240, proc)
     for _ in range(2):                 # job 1 dies, and dies again in its retry: no retry left
-        [pid] = wait_for("job 1's worker", ray_job_pids, 120, proc)
+        [pid] = wait_for("job 1's worker", lambda: ray_job_pids(root, 1), 120, proc)
         os.kill(pid, signal.SIGKILL)
-        wait_for("the worker gone", lambda: pid not in ray_job_pids(), 30)
+        wait_for("the worker gone", lambda: pid not in ray_job_pids(root, 1), 30)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "2 jobs, 1 failed" in err, err[-3000:]
     parent, jobs = multirun_runs(mlflow_server, err)
 
     retried, lost = jobs[0], jobs[1]
-    assert retried.info.status == "FINISHED", retried.data.tags
+    assert retried.info.status == "FINISHED", (retried.data.tags.get("failure_reason"), err[-4000:])
     assert int(re.search(r"ckpt-e(\d+)", retried.data.tags["resumed_from_checkpoint"]).group(1)) >= 1
     assert lost.info.status == "FAILED"
     assert "ended without a result" in lost.data.tags["failure_reason"], lost.data.tags
