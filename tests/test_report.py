@@ -330,3 +330,23 @@ def test_plus_ten_appears_once_a_run_reaches_it():
 def test_the_runs_table_keeps_a_dirty_checkout_visible():
     assert rep._short("e45d236415c11f6d546bda58b0e5aed5323165dc-dirty") == "e45d236415c1-dirty"
     assert rep._short("e45d236415c11f6d546bda58b0e5aed5323165dc") == "e45d236415c1"
+
+
+def run_with(seed, overrides, **params):
+    curve = {"episode": np.arange(1.0, 4.0), "running_reward": np.full(3, -20.0)}
+    return data.Run(run_id=f"r{seed}{len(overrides)}", name="", status="FINISHED", curve=curve,
+                    params={"seed": str(seed), **params}, tags={"hydra_overrides": overrides})
+
+
+def test_groups_are_labelled_by_overrides_only_when_they_name_what_differs():
+    crop = [run_with(s, f"experiment=crop_fix crop={c} seed={s} episodes=1500", **{"crop.bottom": b, "lr": "0.001"})
+            for s in (0, 1) for c, b in (("fix", "184"), ("karpathy", "194"))]
+    groups, _ = rep.group_runs(crop)
+    assert [g.label for g in groups] == ["crop=fix", "crop=karpathy"]
+    # the same engine reached through other overrides: label by the params' values, not "(default)"
+    mixed = [run_with(0, "experiment=crop_fix crop=karpathy seed=0 episodes=1500",
+                      **{"env.num_envs": "16", "env.vector": "True", "crop.bottom": "194"}),
+             run_with(1, "lr=1e-3 env.vector=false env.num_envs=1 seed=1 episodes=1000",
+                      **{"env.num_envs": "1", "env.vector": "False", "crop.bottom": "194"})]
+    groups, _ = rep.group_runs(mixed)
+    assert [g.label for g in groups] == ["env.num_envs=1, env.vector=False", "env.num_envs=16, env.vector=True"]

@@ -253,12 +253,15 @@ def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
     for r in runs:
         by_params.setdefault(tuple(r.params.get(k) for k in differ), []).append(r)
 
-    # label groups with the user's own overrides (crop=fix) when they tell the groups apart
+    # label groups with the user's own overrides (crop=fix) when they tell the groups apart, each
+    # naming a key or config group whose params differ, and none left to a default
     okeys = sorted({k for r in runs for k in r.overrides})
-    odiffer = [k for k in okeys if len({r.overrides.get(k, "(default)") for r in runs}) > 1]
+    odiffer = [k for k in okeys if len({r.overrides.get(k, "(default)") for r in runs}) > 1
+               and any(d == k or d.startswith(k + ".") for d in differ)]
     olabels = [{", ".join(f"{k}={r.overrides.get(k, '(default)')}" for k in odiffer) for r in rs}
                for rs in by_params.values()]
-    use_overrides = odiffer and all(len(s) == 1 for s in olabels) and len({next(iter(s)) for s in olabels}) == len(olabels)
+    use_overrides = (odiffer and all(len(s) == 1 for s in olabels) and "(default)" not in str(olabels)
+                     and len({next(iter(s)) for s in olabels}) == len(olabels))
     groups = []
     for (values, rs), ol in zip(by_params.items(), olabels):
         if use_overrides:
