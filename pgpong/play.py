@@ -12,6 +12,7 @@ The agent is the right (green) paddle. It plays with the training run's own prep
 input kind, actions and environment (all read from the config saved in the model file).
 With run_id, the video and the eval/<policy>/* metrics are logged to that MLflow run.
 """
+import contextlib
 import os
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pgpong.core.preprocess import binarize, sparse_input
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_one
 from pgpong.errors import PgpongError
+from pgpong.files import atomic_path
 from pgpong.paths import resolve_path, resolve_sqlite_uri
 
 KEYS = ("run_id", "model", "episodes", "policy", "video", "render", "seed", "env.max_episode_steps", "fps",
@@ -147,53 +149,51 @@ def play(model: Model, episodes: int, greedy: bool, seed: int, env_cfg, render_m
     rng = np.random.default_rng(seed)
     env = make_one(env_cfg, render_mode=render_mode)
     res = PlayResult()
-    writer, tmp_video = None, None
-    try:
-        if video_path is not None:
-            import imageio.v2 as imageio
-            video_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp_video = video_path.with_name(f".{video_path.stem}.{os.getpid()}.tmp{video_path.suffix}")
-            kw = {"codec": "libx264", "quality": 7, "macro_block_size": 16} if video_path.suffix == ".mp4" else {"loop": 0}
-            rate = fps or frames_per_s(env)
-            writer = imageio.get_writer(tmp_video, fps=rate, **kw) if video_path.suffix == ".mp4" else \
-                imageio.get_writer(tmp_video, duration=1000.0 / rate, **kw)
-        for ep in range(episodes):
-            frame, _ = env.reset(seed=seed) if ep == 0 else env.reset()
-            cur, prev = binarize(frame, model.cfg.crop), None
-            won = lost = 0
-            recording = writer is not None and ep == 0
-            label = f"agent: RIGHT (green) paddle | {'greedy' if greedy else 'stochastic'}"
-            if recording:
-                writer.append_data(caption(frame, label))
-                res.video_frames += 1
-            while True:
-                frame, reward, terminated, truncated, _ = env.step(act(model, cur, prev, greedy, rng))
-                won += reward > 0
-                lost += reward < 0
-                prev, cur = cur, binarize(frame, model.cfg.crop)
+    writer = None
+    with contextlib.ExitStack() as video:   # closed after the first game: the video replaces video_path
+        try:
+            if video_path is not None:
+                import imageio.v2 as imageio
+                tmp_video = video.enter_context(atomic_path(video_path, suffix=video_path.suffix))
+                kw = {"codec": "libx264", "quality": 7, "macro_block_size": 16} if video_path.suffix == ".mp4" else {"loop": 0}
+                rate = fps or frames_per_s(env)
+                writer = imageio.get_writer(tmp_video, fps=rate, **kw) if video_path.suffix == ".mp4" else \
+                    imageio.get_writer(tmp_video, duration=1000.0 / rate, **kw)
+            for ep in range(episodes):
+                frame, _ = env.reset(seed=seed) if ep == 0 else env.reset()
+                cur, prev = binarize(frame, model.cfg.crop), None
+                won = lost = 0
+                recording = writer is not None and ep == 0
+                label = f"agent: RIGHT (green) paddle | {'greedy' if greedy else 'stochastic'}"
                 if recording:
                     writer.append_data(caption(frame, label))
                     res.video_frames += 1
-                if terminated or truncated:
-                    break
-            res.won.append(int(won))
-            res.lost.append(int(lost))
-            res.scores.append(int(won) - int(lost))
-            res.cut += bool(truncated and not terminated)
-            if log:
-                log(f"episode {ep + 1}/{episodes}: agent {won} : {lost} cpu "
-                    f"({'won' if won > lost else 'lost' if lost > won else 'tied'}{', cut' if truncated and not terminated else ''})")
-            if recording:
+                while True:
+                    frame, reward, terminated, truncated, _ = env.step(act(model, cur, prev, greedy, rng))
+                    won += reward > 0
+                    lost += reward < 0
+                    prev, cur = cur, binarize(frame, model.cfg.crop)
+                    if recording:
+                        writer.append_data(caption(frame, label))
+                        res.video_frames += 1
+                    if terminated or truncated:
+                        break
+                res.won.append(int(won))
+                res.lost.append(int(lost))
+                res.scores.append(int(won) - int(lost))
+                res.cut += bool(truncated and not terminated)
+                if log:
+                    log(f"episode {ep + 1}/{episodes}: agent {won} : {lost} cpu "
+                        f"({'won' if won > lost else 'lost' if lost > won else 'tied'}{', cut' if truncated and not terminated else ''})")
+                if recording:
+                    writer.close()
+                    writer = None
+                    video.close()
+                    res.video = video_path
+        finally:
+            if writer is not None:
                 writer.close()
-                writer = None
-                os.replace(tmp_video, video_path)
-                res.video = video_path
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp_video is not None and tmp_video.exists():
-            tmp_video.unlink()
-        env.close()
+            env.close()
     return res
 
 

@@ -5,7 +5,7 @@
     tracking/  MLflow, the multirun parent run, run names: the base modules, never the engine
     the rest   entry points and their tools (run, sweep, report, play, bench, config, cli)
 
-The base modules (errors, paths) import nothing of pgpong but each other.
+The base modules (errors, paths, files) import nothing of pgpong but each other.
 """
 import ast
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pgpong"
-BASE = {"pgpong.errors", "pgpong.paths"}
+BASE = {"pgpong.errors", "pgpong.paths", "pgpong.files"}
 ALLOWED = {  # layer -> the pgpong modules/packages it may import
     "core": ("pgpong.core",),
     "engine": ("pgpong.core", "pgpong.engine", *BASE),

@@ -4,55 +4,29 @@
 
 A file holds named arrays plus a `__meta__` entry: a JSON string (config, counters, random
 generator states) stored as a 0-d unicode array, so `np.load(..., allow_pickle=False)` reads
-everything. Writes go to a temp file in the same folder, are fsync'd, then renamed over the
-target: a kill at any moment leaves either the old file or the new one, never half of one.
+everything. Writes are atomic (pgpong/files.py): a kill at any moment leaves either the old file
+or the new one, never half of one.
 Training checkpoints are `checkpoints/ckpt-e<episode>-s<steps>.npz`; the newest K are kept.
 """
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from pgpong.errors import PgpongError
+from pgpong.files import TMP_SUFFIX, atomic_path
 
 META = "__meta__"
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
 
 
 def save(path, arrays: dict, meta: dict) -> Path:
-    """Write arrays + meta to a temp file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{META: np.asarray(json.dumps(meta))}, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a crash right after it keeps the new name)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write arrays + meta atomically to `path` (see pgpong/files.py)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{META: np.asarray(json.dumps(meta))}, **arrays)
+    return Path(path)
 
 
 def load(path) -> tuple[dict, dict]:
@@ -161,5 +135,5 @@ def prune(folder, keep: int) -> None:
     found = list_checkpoints(folder)
     for p in found[:-keep] if keep > 0 else found:
         p.unlink(missing_ok=True)
-    for p in Path(folder).glob("ckpt-*.npz.*.tmp"):   # called right after our own write completed
+    for p in Path(folder).glob(f"ckpt-*.npz.*{TMP_SUFFIX}"):   # called right after our own write completed
         p.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from pgpong.cluster import scheduler_job
 from pgpong.engine.envs import seeded_envs
 from pgpong.engine.trainer import train
 from pgpong.errors import PgpongError
+from pgpong.files import write_atomic
 from pgpong.paths import CONF_DIR, SWEEPS_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.sweep.spec import (
     Param,
@@ -343,13 +344,6 @@ class Objective:
 
 
 # ---- results ---------------------------------------------------------------------------------
-
-def write_atomic(path: Path, text: str) -> None:
-    """Workers sharing a launch directory rewrite these files: never let one read a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 
 def best_outputs(study, spec: Spec, base_for_run: list[str], out_dir: Path) -> tuple[str, str, list[Path]]:
     """The best trial as a `python -m pgpong.run` line and as YAML; files written to out_dir."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pgpong.errors import PgpongError
+from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
@@ -296,12 +297,7 @@ def _append(path: Path, obj: dict) -> None:
 
 
 def _write_lines(path: Path, objs: list) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(o) + "\n" for o in objs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(o) + "\n" for o in objs))
 
 
 def replay_backlog(path) -> int:
