@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pgpong import bench  # noqa: E402
 from pgpong.engine.trainer import train  # noqa: E402
-from pgpong.errors import PgpongError  # noqa: E402
+from pgpong.errors import entry_point  # noqa: E402
 from pgpong.tracking.tracker import NullTracker  # noqa: E402
 
 
@@ -82,6 +82,7 @@ class SyntheticEnvs:
         pass
 
 
+@entry_point
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--envs", type=int, default=16)
@@ -89,11 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. H=200")
     args = ap.parse_args(argv)
-    try:
-        cfg = bench.compose([f"episodes={args.envs}", f"env.num_envs={args.envs}", *args.overrides])
-    except PgpongError as e:                  # e.g. --envs not a multiple of env.groups
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = bench.compose([f"episodes={args.envs}", f"env.num_envs={args.envs}", *args.overrides])
     rng = np.random.default_rng(cfg.seed)
     envs = SyntheticEnvs(args.envs, args.steps, cfg.env.groups)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

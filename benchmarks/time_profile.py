@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pgpong import bench  # noqa: E402
 from pgpong.engine.envs import seeded_envs  # noqa: E402
-from pgpong.errors import PgpongError  # noqa: E402
+from pgpong.errors import PgpongError, entry_point  # noqa: E402
 
 # part -> [(file name, function name, sign)]: cumulative times added (+1) or taken out (-1)
 PARTS = {
@@ -76,19 +76,16 @@ def send_recv_cpu(cfg, seconds: float) -> dict:
             "recv_cpu_us_per_call": recv_cpu / calls * 1e6}
 
 
+@entry_point
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each run (default 20)")
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. env.groups=1")
     args = ap.parse_args(argv)
-    try:
-        if not args.seconds > 0:
-            raise PgpongError(f"--seconds={args.seconds}: must be > 0")
-        cfg = bench.compose(args.overrides)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not args.seconds > 0:
+        raise PgpongError(f"--seconds={args.seconds}: must be > 0")
+    cfg = bench.compose(args.overrides)
     with threadpool_limits(limits=1):
         plain = bench.timed_trainer(cfg, args.seconds)
         profiler = cProfile.Profile()

@@ -36,12 +36,11 @@ import gymnasium as gym
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pgpong import config
+from pgpong import launch
 from pgpong.engine.checkpoint import CKPT_RE, list_checkpoints
-from pgpong.engine.envs import draw_env_seeds, make_envs, seeded_envs, vector_settings
+from pgpong.engine.envs import draw_env_seeds, make_envs, vector_settings
 from pgpong.engine.progress import Progress
-from pgpong.errors import PgpongError
-from pgpong.paths import CONF_DIR
+from pgpong.errors import PgpongError, entry_point
 from pgpong.tracking.tracker import NullTracker
 
 CEILINGS = ("ceiling_as_trained", "ceiling_one_env")   # the ceiling is their maximum
@@ -66,6 +65,9 @@ class TimedEnvs:
 
     def close(self):
         self.envs.close()
+
+    def describe(self) -> dict:
+        return self.envs.describe()
 
 
 class _TimedGroup:
@@ -94,13 +96,8 @@ class _TimedGroup:
 
 
 def compose(overrides=()):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    config.register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=["tracking=none", *overrides])
-    config.validate(cfg)
-    return cfg
+    """The run's config, composed and validated as `python -m pgpong.run` does, without tracking."""
+    return launch.compose(["tracking=none", *overrides])
 
 
 def env_seeds(cfg) -> list[int]:
@@ -257,18 +254,13 @@ def run_trainer(cfg, seconds: float) -> tuple[int, float]:
 
 def timed_trainer(cfg, seconds: float) -> TimedEnvs:
     """The real trainer on cfg for `seconds` of stepping; its (closed) TimedEnvs hold the counts."""
-    from pgpong.engine.trainer import train
-    rng, envs = seeded_envs(cfg)                                  # as pgpong.run does
-    envs = TimedEnvs(envs, seconds)
-    try:
-        with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as devnull:
-            try:
-                train(cfg, envs, NullTracker(), rng, out, progress=Progress(cfg.episodes, 1e9, stream=devnull))
-            except _Stop:
-                pass
-        return envs
-    finally:
-        envs.close()
+    with launch.start(cfg) as begun, tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as devnull:
+        timed = begun.envs = TimedEnvs(begun.envs, seconds)      # started as pgpong.run starts a run
+        try:
+            launch.train_run(cfg, begun, NullTracker(), out, progress=Progress(cfg.episodes, 1e9, stream=devnull))
+        except _Stop:
+            pass
+    return timed
 
 
 RUNNERS = {"ceiling_as_trained": run_ceiling, "ceiling_one_env": lambda cfg, s: run_ceiling(one_env_layout(cfg), s),
@@ -378,6 +370,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@entry_point
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pgpong.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each run (default 20)")
@@ -387,18 +380,14 @@ def main(argv=None) -> int:
                     help="episodes of the whole-process row, python -m pgpong.run timed from launch (default 400; 0: no row)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. env.num_envs=8")
     args = ap.parse_args(argv)
-    try:
-        if not args.seconds > 0:
-            raise PgpongError(f"--seconds={args.seconds}: must be > 0")
-        if args.repeats < 1:
-            raise PgpongError(f"--repeats={args.repeats}: must be >= 1")
-        if args.run_episodes < 0:
-            raise PgpongError(f"--run-episodes={args.run_episodes}: must be >= 0")
-        cfg = compose(args.overrides)
-        result = bench(cfg, args.seconds, args.repeats, overrides=args.overrides, run_episodes=args.run_episodes)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not args.seconds > 0:
+        raise PgpongError(f"--seconds={args.seconds}: must be > 0")
+    if args.repeats < 1:
+        raise PgpongError(f"--repeats={args.repeats}: must be >= 1")
+    if args.run_episodes < 0:
+        raise PgpongError(f"--run-episodes={args.run_episodes}: must be >= 0")
+    cfg = compose(args.overrides)
+    result = bench(cfg, args.seconds, args.repeats, overrides=args.overrides, run_episodes=args.run_episodes)
     print(format_table(result))
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}", file=sys.stderr)

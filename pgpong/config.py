@@ -102,7 +102,8 @@ class Config:
 
 
 # Groups whose options have different keys: each option file extends its own schema
-# (`defaults: [<option>_schema]`), so a key of another option is rejected.
+# (`defaults: [/<group>_<option>_schema@_here_]`), so a key of another option is rejected. The
+# schemas are stored outside the groups, so they are not offered as options (e.g. in --help).
 OPTION_SCHEMAS = {
     "baseline": {"standardize": BaselineConfig, "none": BaselineConfig, "mean": BaselineConfig,
                  "value": ValueBaselineConfig},
@@ -112,12 +113,12 @@ OPTION_SCHEMAS = {
 
 def register() -> None:
     """Make the schemas known to Hydra: `config_schema` (the primary config extends it) and
-    `<group>/<option>_schema` for the groups whose options differ in keys."""
+    `<group>_<option>_schema` for the groups whose options differ in keys."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, options in OPTION_SCHEMAS.items():
         for option, schema in options.items():
-            cs.store(group=group, name=f"{option}_schema", node=schema)
+            cs.store(name=f"{group}_{option}_schema", node=schema)
 
 
 CHOICES = {

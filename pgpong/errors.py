@@ -1,4 +1,6 @@
-"""The one exception type users see as a plain message instead of a traceback."""
+"""The one exception type users see as a plain message instead of a traceback, and how commands exit on it."""
+import functools
+import sys
 
 
 class PgpongError(Exception):
@@ -18,3 +20,23 @@ class Interrupted(Exception):
     def __init__(self, signame: str, episode: int, checkpoint: str | None):
         super().__init__(f"stopped by {signame} at episode {episode}")
         self.signame, self.episode, self.checkpoint = signame, episode, checkpoint
+
+
+USER_ERROR = 2   # the exit code of a command stopped by a PgpongError
+
+
+def say_error(e: BaseException | str) -> int:
+    """Print `error: <message>` on stderr; return the exit code of a user's mistake."""
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return USER_ERROR
+
+
+def entry_point(main):
+    """The wrapper of every entry point's main(argv) -> exit code: a PgpongError becomes one line, exit 2."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except PgpongError as e:
+            return say_error(e)
+    return wrapped

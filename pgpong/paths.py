@@ -1,13 +1,32 @@
 """The one place for paths: where the configs and sweep specs live, and user paths and URIs resolved
-against the launch directory."""
+against the launch directory.
+
+The configs (conf/) and the sweep specs (sweeps/) of the source tree are the packages
+`pgpong.conf` and `pgpong.sweeps` (pyproject.toml maps them), so the wheel ships them and
+they are found through the import system wherever it is installed. A source tree that is imported
+without being installed uses its own conf/ and sweeps/.
+"""
+from importlib.util import find_spec
 from pathlib import Path
 
 from pgpong.errors import PgpongError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
-CONF_DIR = PROJECT_DIR / "conf"        # the Hydra config tree
-SWEEPS_DIR = PROJECT_DIR / "sweeps"    # the Optuna search specs
+SOURCE_DIR = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None   # a checkout
+
+
+def shipped(name: str) -> Path:
+    """The folder of the data package pgpong.<name>: the checkout's own <name>/ when run from one."""
+    if SOURCE_DIR is not None and (SOURCE_DIR / name).is_dir():
+        return SOURCE_DIR / name
+    spec = find_spec(f"pgpong.{name}")     # a folder of data files: a namespace package
+    if spec is None or not spec.submodule_search_locations:
+        raise PgpongError(f"pgpong.{name}: not installed with pgpong (reinstall the package)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+CONF_DIR = shipped("conf")        # the Hydra config tree
+SWEEPS_DIR = shipped("sweeps")    # the Optuna search specs
 
 
 def resolve_sqlite_uri(uri: str, launch_dir: str | Path, key: str) -> str:

@@ -28,7 +28,7 @@ from pgpong.core import policy
 from pgpong.core.preprocess import binarize, sparse_input
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_one
-from pgpong.errors import PgpongError
+from pgpong.errors import PgpongError, entry_point
 from pgpong.files import atomic_path
 from pgpong.paths import resolve_path, resolve_sqlite_uri
 
@@ -266,18 +266,14 @@ def run(argv: list[str], launch_dir: Path | None = None) -> PlayResult:
     return res
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        res = run(argv)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    res = run(sys.argv[1:] if argv is None else argv)
     print(res.summary())
     if res.video is not None:
         h, w = VIDEO_SHAPE
         print(f"video: {res.video} ({res.video_frames} frames, {w}x{h}; the agent is the right, green paddle)")
-
+    return 0
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

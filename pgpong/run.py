@@ -6,6 +6,7 @@
     python -m pgpong.run -m lr=1e-4,1e-3 seed=0,1 # a grid (Hydra multirun)
     python -m pgpong.run resume=<MLflow run id | ckpt.npz | checkpoints folder> [episodes=20000]
 """
+import contextlib
 import os
 import re
 import signal
@@ -17,14 +18,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from threadpoolctl import threadpool_limits
 
 from pgpong import cluster, config
 from pgpong.cli import precheck
 from pgpong.engine import checkpoint
-from pgpong.engine.envs import seeded_envs
-from pgpong.engine.trainer import SHAPE_KEYS, restore_state, train
-from pgpong.errors import Interrupted, PgpongError
+from pgpong.engine.state import SHAPE_KEYS
+from pgpong.errors import Interrupted, PgpongError, say_error
+from pgpong.launch import start, train_run
 from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.tracking import naming
 from pgpong.tracking.multirun import sweep_ids, threads_per_job, write_job_status
@@ -129,22 +129,22 @@ def run(cfg) -> dict:
     sweep_tags = {"sweep_id": sweep_id, "hydra_job_num": hc.job.num} if sweep_id else {}
     if cluster.scheduler_job():
         sweep_tags["scheduler_job"] = cluster.scheduler_job()
-    with StopFlag() as stop:
-        ckpt_path = saved = None
+    with StopFlag() as stop, contextlib.ExitStack() as stack:
+        ckpt = saved = None
         try:
             if multirun and not cfg.resume and cluster.rerun_checkpoint(out_dir):   # a requeued/retried job
                 cfg.resume = str(cluster.rerun_checkpoint(out_dir))
             if cfg.resume:
-                ckpt_path = find_checkpoint(cfg.resume, launch_dir, cfg.tracking)
-                arrays, saved = checkpoint.load(ckpt_path)
+                path = find_checkpoint(cfg.resume, launch_dir, cfg.tracking)
+                arrays, saved = checkpoint.load(path)
                 if not isinstance(saved.get("config"), dict):
-                    raise PgpongError(f"{ckpt_path}: no training config inside (not a pgpong checkpoint?)")
-                cfg = resume_config(cfg, overrides, saved["config"], ckpt_path)
+                    raise PgpongError(f"{path}: no training config inside (not a pgpong checkpoint?)")
+                cfg = resume_config(cfg, overrides, saved["config"], path)
+                ckpt = (arrays, saved, path)
             config.validate(cfg)
             if multirun:    # parallel jobs share the cores: fewer emulator threads each
                 cfg.env.num_threads = cluster.job_threads(cfg.env) or threads_per_job(hc.launcher, cfg.env.num_threads)
-
-            rng, envs = seeded_envs(cfg)     # the run's one random generator, and its envs
+            begun = stack.enter_context(start(cfg, ckpt))
         except PgpongError as e:
             if multirun:    # the sweep's run list shows the job that could not start, and why
                 tags = {"seed": cfg.seed, "hydra_overrides": " ".join(overrides) or "(none)",
@@ -152,54 +152,41 @@ def run(cfg) -> dict:
                 make_tracker(cfg.tracking, launch_dir, naming.run_name(overrides, cfg), tags,
                              parent_run_id).end("FAILED")
             raise
+        name = (saved or {}).get("run_name") or naming.run_name(overrides, cfg)
+        tags = {"seed": cfg.seed, "git_commit": naming.git_commit() or "unknown",
+                "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir),
+                "checkpoint_dir": str(out_dir / "checkpoints")}
+        if ckpt:
+            tags["resumed_from_checkpoint"] = str(ckpt[2])
+        else:     # a resumed run keeps the description it started with
+            choices = OmegaConf.to_container(hc.runtime.choices)
+            tags[naming.NOTE_TAG] = naming.description(cfg, choices, overrides)
+        tags.update(sweep_tags)
+        tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
+                               resume_run_id=(saved or {}).get("mlflow_run_id"))
+        status = "FAILED"
         try:
-            state = restore_state(cfg, arrays, saved, rng, envs, ckpt_path) if ckpt_path else None
-            name = (saved or {}).get("run_name") or naming.run_name(overrides, cfg)
-            tags = {"seed": cfg.seed, "git_commit": naming.git_commit() or "unknown",
-                    "hydra_overrides": " ".join(overrides) or "(none)", "output_dir": str(out_dir),
-                    "checkpoint_dir": str(out_dir / "checkpoints")}
-            if ckpt_path:
-                tags["resumed_from_checkpoint"] = str(ckpt_path)
-            else:     # a resumed run keeps the description it started with
-                choices = OmegaConf.to_container(hc.runtime.choices)
-                tags[naming.NOTE_TAG] = naming.description(cfg, choices, overrides)
-            tags.update(sweep_tags)
-            tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
-                                   resume_run_id=(saved or {}).get("mlflow_run_id"))
-            status = "FAILED"
-            try:
-                if not getattr(tracker, "resumed", False):
-                    tracker.log_params(naming.run_params(cfg, envs))
-                out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-                tracker.log_artifact(out_dir / "config.yaml", "resumed" if ckpt_path else None)
-                print(f"pgpong: run {name!r} -> {out_dir}" + (f" (MLflow run {tracker.run_id})" if tracker.run_id else "")
-                      + (f", resumed from {ckpt_path} at episode {state.episode}" if ckpt_path else ""),
-                      file=sys.stderr, flush=True)
-                ckpt_meta = {"mlflow_run_id": tracker.run_id, "run_name": name}
-                with threadpool_limits(limits=1):   # BLAS threads would fight the emulators for 2 cores
-                    summary = train(cfg, envs, tracker, rng, out_dir, state=state, stop=stop, ckpt_meta=ckpt_meta)
-                tracker.log_metrics({"time/elapsed_s": summary["elapsed_s"],
-                                     "time/tracking_write_s": getattr(tracker, "write_s", 0.0)}, step=summary["episodes"])
-                tracker.log_artifact(summary["model_path"])
-                status = "FINISHED"
-            except Interrupted as e:
-                status = "KILLED"
-                e.run_id = tracker.run_id
-                tracker.set_tags({"stopped_at_episode": e.episode, "stop_signal": e.signame,
-                                  "last_checkpoint": e.checkpoint})
-                raise
-            except KeyboardInterrupt:
-                status = "KILLED"
-                raise
-            except BaseException as e:
-                reason = str(e) if isinstance(e, PgpongError) else f"{type(e).__name__}: {e}"
-                tracker.set_tags({"failure_reason": reason[:5000]})
-                raise
-            finally:
-                tracker.end(status)
+            print(f"pgpong: run {name!r} -> {out_dir}" + (f" (MLflow run {tracker.run_id})" if tracker.run_id else "")
+                  + (f", resumed from {ckpt[2]} at episode {begun.state.episode}" if ckpt else ""),
+                  file=sys.stderr, flush=True)
+            summary = train_run(cfg, begun, tracker, out_dir, stop=stop,
+                                ckpt_meta={"mlflow_run_id": tracker.run_id, "run_name": name})
+            status = "FINISHED"
+        except Interrupted as e:
+            status = "KILLED"
+            e.run_id = tracker.run_id
+            tracker.set_tags({"stopped_at_episode": e.episode, "stop_signal": e.signame,
+                              "last_checkpoint": e.checkpoint})
+            raise
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException as e:
+            reason = str(e) if isinstance(e, PgpongError) else f"{type(e).__name__}: {e}"
+            tracker.set_tags({"failure_reason": reason[:5000]})
+            raise
         finally:
-            envs.close()
+            tracker.end(status)
     print(f"pgpong: {summary['episodes']} episodes, running reward {summary['running_reward']:+.2f}, "
           f"{summary['steps_per_s']:,.0f} steps/s; model {summary['model_path']}", file=sys.stderr)
     return summary
@@ -222,13 +209,12 @@ def main(cfg) -> float:
         if not multirun:
             if not isinstance(e, PgpongError):
                 raise
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(say_error(e))
         # In a multirun a failed job must not stop the others (sys.exit would end the whole sweep):
         # its MLflow run is already FAILED; leave a status for the sweep's end-of-run count.
         if not isinstance(e, PgpongError):
             traceback.print_exc()
-        print(f"error: job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr)
+        say_error(f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}")
         write_job_status(out_dir, "FAILED", f"{type(e).__name__}: {e}")
         return None
     if multirun:

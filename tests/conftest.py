@@ -6,14 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from pgpong import config
+from pgpong import launch
 from pgpong.engine.envs import draw_env_seeds
+from pgpong.paths import CONF_DIR as _CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = str(ROOT / "conf")
-config.register()
+CONF_DIR = str(_CONF_DIR)
 
 # A tiny but real budget: short truncated episodes on the real emulator (two emulators on the
 # default vector path: starting its 16 costs seconds per run). Long enough for points: Pong's
@@ -25,14 +24,13 @@ TINY = ["episodes=2", "batch_size=1", "H=8", f"env.max_episode_steps={TINY_STEPS
 
 
 def compose_cfg(overrides=()):
-    """The real composed config (conf/ + schema) with overrides, as the app would see it."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+    """The real composed config (conf/ + schema) with overrides, as the app would see it (not validated)."""
+    return launch.compose(overrides, validate=False)
 
 
 def initial_params(cfg) -> dict:
     """The weights a run of cfg starts from (its env seeds are drawn first, as pgpong.run does)."""
-    from pgpong.engine.trainer import new_state
+    from pgpong.engine.state import new_state
     rng = np.random.default_rng(cfg.seed)
     draw_env_seeds(rng, cfg.env.num_envs)
     return new_state(cfg, rng).params

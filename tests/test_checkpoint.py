@@ -10,7 +10,7 @@ import pytest
 
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_envs
-from pgpong.engine.trainer import checkpoint_state, new_state, restore_state
+from pgpong.engine.state import checkpoint_state, new_state, restore_state, start_rollouts
 from pgpong.errors import PgpongError
 from tests.conftest import compose_cfg, run_cli
 
@@ -23,9 +23,8 @@ def good(tmp_path):
     cfg = compose_cfg(CFG)
     rng = np.random.default_rng(0)
     envs = make_envs(cfg.env, [1])
-    from pgpong.engine.trainer import start_rollout
     state = new_state(cfg, rng)
-    arrays, meta = checkpoint_state(cfg, state, rng, envs, start_rollout(cfg, envs, state))
+    arrays, meta = checkpoint_state(cfg, state, rng, envs, start_rollouts(cfg, envs))
     envs.close()
     return cfg, arrays, meta
 
@@ -35,7 +34,7 @@ def restore(cfg, path):
     rng = np.random.default_rng(0)
     envs = make_envs(cfg.env, [1])
     try:
-        return restore_state(cfg, arrays, meta, rng, envs, path)
+        return restore_state(cfg, arrays, meta, rng, envs, path)[0]
     finally:
         envs.close()
 

@@ -252,9 +252,11 @@ def test_sparse_backward_equals_dense_backward(actions):
 def test_batch_gradient_is_the_sum_of_its_episode_gradients(cfg_factory):
     """The trainer adds each finished episode's gradient into its buffer; update() uses the sum."""
     from pgpong.engine import trainer
+    from pgpong.engine.rollout import Episode
+    from pgpong.engine.state import new_state
     cfg = cfg_factory(["H=4", "crop.bottom=51", "crop.right=16", "baseline=value"])
     rng = np.random.default_rng(2)
-    state = trainer.new_state(cfg, rng)
+    state = new_state(cfg, rng)
     state.params["Wv"] = rng.standard_normal(4).astype(state.params["W1"].dtype)
     D = state.params["W1"].shape[0]
     expected = {k: np.zeros_like(v, np.float64) for k, v in state.params.items()}
@@ -276,13 +278,14 @@ def test_batch_gradient_is_the_sum_of_its_episode_gradients(cfg_factory):
         for k in expected:
             expected[k] += grads[k]
         dtype = state.params["W1"].dtype
-        trainer.finish_episode(cfg, state, trainer.EpisodeBuffer(
+        trainer.finish_episode(state, Episode(
             idx=buf.idx, val=buf.val, hs=np.vstack(buf.hs), dlogps=np.asarray(buf.dlogps, dtype),
-            p_up=np.asarray(buf.p_up, dtype), rewards=np.asarray(buf.rewards), version=np.zeros(T, np.int64)))
+            p_up=np.asarray(buf.p_up, dtype), rewards=np.asarray(buf.rewards), version=np.zeros(T, np.int64)),
+            cfg.gamma, cfg.baseline.kind)
     for k in expected:
         np.testing.assert_allclose(state.grad_buffer[k], expected[k], rtol=1e-5, atol=1e-7, err_msg=k)
     norm = np.sqrt(sum(float(np.sum(g ** 2)) for g in expected.values()))
-    stats = trainer.update(cfg, state)
+    stats = trainer.update(state, trainer.optimizer(cfg))
     assert stats["train/grad_norm"] == pytest.approx(norm, rel=1e-5)
     assert all(not g.any() for g in state.grad_buffer.values())
 

@@ -6,9 +6,10 @@ import numpy as np
 from pgpong.core import optim, policy
 from pgpong.core.preprocess import binarize, input_size
 from pgpong.core.returns import discount, running_mean
-from pgpong.engine.trainer import new_state
-from tests.gist_reference import GIST, discounted, prepro
+from pgpong.engine.state import new_state
+from pgpong.engine.trainer import optimizer
 from tests.conftest import compose_cfg
+from tests.gist_reference import GIST, discounted, prepro
 
 
 def test_the_default_config_holds_the_gists_hyperparameters():
@@ -67,7 +68,7 @@ def test_the_first_update_is_the_gists_rmsprop_step():
     rng = np.random.default_rng(1)
     params = new_state(cfg, rng).params
     grads = {k: rng.standard_normal(v.shape) * 10.0 ** rng.integers(-6, 2, size=v.shape) for k, v in params.items()}
-    new, state = optim.step(cfg, params, grads, optim.init_state(cfg.optim.name, params))
+    new, state = optimizer(cfg)(params, grads, optim.init_state(cfg.optim.name, params))
     for k, g in grads.items():
         cache = (1 - GIST["decay_rate"]) * g ** 2
         expected = params[k] + GIST["lr"] * g / (np.sqrt(cache) + GIST["eps"])

@@ -1,9 +1,11 @@
-"""The package's layers import one way: core <- engine <- tracking <- the entry points.
+"""The package's layers import one way: core <- engine <- tracking <- app <- the entry points.
 
     core/      the math: numpy and scipy only, nothing else of pgpong
-    engine/    emulators, rollout, trainer, checkpoints: core and the shared base modules
+    engine/    emulators, rollout, trainer, training state, checkpoints: core and the base modules
     tracking/  MLflow, the multirun parent run, run names: the base modules, never the engine
-    the rest   entry points and their tools (run, sweep, report, play, bench, config, cli)
+    app        config, launch (compose, start, train_run), cli, cliargs: the layers below, never
+               an entry point
+    the rest   entry points (run, sweep, report, play, bench)
 
 The base modules (errors, paths, files) import nothing of pgpong but each other.
 """
@@ -14,8 +16,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pgpong"
 BASE = {"pgpong.errors", "pgpong.paths", "pgpong.files"}
+APP = {"pgpong.config", "pgpong.launch", "pgpong.cli", "pgpong.cliargs"}
 ALLOWED = {  # layer -> the pgpong modules/packages it may import
     "core": ("pgpong.core",),
+    "app": ("pgpong.core", "pgpong.engine", "pgpong.tracking", *APP, *BASE),
     "engine": ("pgpong.core", "pgpong.engine", *BASE),
     "tracking": ("pgpong.core", "pgpong.tracking", *BASE),
     "base": tuple(BASE),
@@ -26,7 +30,8 @@ def layer_of(path: Path, root: Path = PACKAGE) -> str:
     rel = path.relative_to(root)
     if len(rel.parts) > 1 and rel.parts[0] in ALLOWED:
         return rel.parts[0]
-    return "base" if f"pgpong.{path.stem}" in BASE else "entry"
+    name = f"pgpong.{path.stem}"
+    return "base" if name in BASE else "app" if name in APP else "entry"
 
 
 def pgpong_imports(path: Path) -> list[str]:
@@ -55,7 +60,7 @@ def violations(files, root: Path = PACKAGE) -> list[str]:
 
 def test_each_layer_imports_only_the_layers_below_it():
     files = sorted(PACKAGE.rglob("*.py"))
-    assert {layer_of(f) for f in files} >= {"core", "engine", "tracking", "base", "entry"}
+    assert {layer_of(f) for f in files} >= {"core", "engine", "tracking", "app", "base", "entry"}
     assert not violations(files), "\n".join(violations(files))
 
 
@@ -64,6 +69,7 @@ def test_each_layer_imports_only_the_layers_below_it():
     ("core", "from pgpong import errors", "pgpong.errors"),
     ("engine", "from pgpong.tracking.tracker import NullTracker", "pgpong.tracking.tracker"),
     ("tracking", "from pgpong.engine import checkpoint", "pgpong.engine.checkpoint"),
+    ("app", "from pgpong.sweep.study import compose", "pgpong.sweep.study"),
 ])
 def test_an_upward_import_is_caught_even_inside_a_function(tmp_path, layer, line, imported):
     root = tmp_path / "pgpong"

@@ -43,6 +43,7 @@ def test_step_uses_baseline_lr_for_the_value_head(cfg_factory):
     cfg = cfg_factory(["baseline=value", "lr=1e-4", "baseline.lr=1e-2"])
     p = {"W1": np.zeros(2), "Wv": np.zeros(2)}
     g = {"W1": np.ones(2), "Wv": np.ones(2)}
-    new_p, _ = optim.step(cfg, p, g, optim.init_state("rmsprop", p))
+    new_p, _ = optim.step(p, g, optim.init_state("rmsprop", p), name="rmsprop", lr=cfg.lr,
+                          value_lr=cfg.baseline.lr, eps=cfg.optim.eps, decay_rate=cfg.decay_rate)
     ratio = new_p["Wv"][0] / new_p["W1"][0]
     np.testing.assert_allclose(ratio, 1e-2 / 1e-4, rtol=1e-6)

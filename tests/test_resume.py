@@ -13,7 +13,8 @@ from threadpoolctl import threadpool_limits
 
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_envs, seeded_envs
-from pgpong.engine.trainer import TrainState, new_state, restore_state, train
+from pgpong.engine.state import TrainState, new_state, restore_state
+from pgpong.engine.trainer import train
 from pgpong.errors import Interrupted, PgpongError
 from pgpong.tracking.tracker import NullTracker
 from tests.conftest import compose_cfg, run_cli
@@ -44,17 +45,15 @@ def restored_state(cfg, ckpt_path):
     arrays, meta = checkpoint.load(ckpt_path)
     rng, envs = seeded_envs(cfg)
     try:
-        return restore_state(cfg, arrays, meta, rng, envs, ckpt_path)
+        return restore_state(cfg, arrays, meta, rng, envs, ckpt_path)[0]
     finally:
         envs.close()
 
 
 def assert_same_state(restored: TrainState, original: TrainState) -> None:
     """Every field of the training state equal, exactly: weights, optimizer memory, batch gradient,
-    counters, batch sums, running reward and every episode's reward (not the rollouts, `live`)."""
+    counters, batch sums, running reward and every episode's reward."""
     for f in dataclasses.fields(TrainState):
-        if f.name == "live":
-            continue
         a, b = getattr(restored, f.name), getattr(original, f.name)
         if isinstance(b, dict):
             assert a.keys() == b.keys(), f.name
@@ -71,9 +70,9 @@ def resumed(cfg, ckpt_path, out_dir):
     arrays, meta = checkpoint.load(ckpt_path)
     rng, envs = seeded_envs(cfg)   # as pgpong.run does
     try:
-        state = restore_state(cfg, arrays, meta, rng, envs, ckpt_path)
+        state, live = restore_state(cfg, arrays, meta, rng, envs, ckpt_path)
         with threadpool_limits(limits=1):
-            return train(cfg, envs, NullTracker(), rng, out_dir, state=state)
+            return train(cfg, envs, NullTracker(), rng, out_dir, state=state, live=live)
     finally:
         envs.close()
 
@@ -169,7 +168,7 @@ def test_vector_path_resume_restores_the_training_state_exactly_and_goes_on_dete
 
     cfg = compose_cfg(vector + ["episodes=8"])
     rng, envs = seeded_envs(cfg)   # as pgpong.run does
-    state = restore_state(cfg, arrays, meta, rng, envs, ckpt)
+    state, _ = restore_state(cfg, arrays, meta, rng, envs, ckpt)
     envs.close()
     assert_same_state(state, first_state)
     assert (state.episode, state.steps, state.updates, state.batch_episodes) == (3, steps, 1, 0)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from pgpong.core import policy
+from pgpong.core.preprocess import crop_window
 from pgpong.engine.rollout import Rollout
 from tests.conftest import compose_cfg
 
@@ -18,7 +19,8 @@ def run(capacity, steps=60, n=3):
     rng = np.random.default_rng(0)
     params = policy.init_params(rng, 6400, 6, "two", False, np.float32)
     data = np.random.default_rng(1)
-    ro = Rollout(cfg, random_frames(data, n), 6, np.float32, capacity=capacity)
+    ro = Rollout(random_frames(data, n), crop_window(cfg.crop), cfg.input.kind, cfg.actions.kind, 6, np.float32,
+                 capacity=capacity)
     episodes = []
     for t in range(steps):
         ro.act(params, rng, version=t // 10)

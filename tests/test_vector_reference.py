@@ -14,7 +14,8 @@ from pgpong.core.preprocess import dense_input
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import seeded_envs
 from pgpong.engine.rollout import Rollout
-from pgpong.engine.trainer import new_state, train
+from pgpong.engine.state import new_state, rollout_settings
+from pgpong.engine.trainer import train
 from pgpong.tracking.tracker import NullTracker
 from tests import gist_reference
 from tests.conftest import compose_cfg
@@ -36,7 +37,7 @@ def test_vector_rollout_records_each_envs_steps_as_the_gist_sees_them():
     rng, envs = seeded_envs(cfg)
     params = new_state(cfg, rng).params
     seeds = [int(s) for g in envs.groups for s in g.seeds]
-    rollouts = [Rollout(cfg, g.reset(), cfg.H, np.float64) for g in envs.groups]
+    rollouts = [Rollout(g.reset(), dtype=np.float64, **rollout_settings(cfg)) for g in envs.groups]
     firsts = np.cumsum([0] + [g.num_envs for g in envs.groups])
     ours = [[] for _ in seeds]                  # per env: its finished episodes, in order
     actions = []                                # per step: (envs,) actions sent

@@ -37,9 +37,11 @@ def adam(params: dict, grads: dict, state: dict, lr: dict, beta1: float, beta2: 
     return new_params, new_state
 
 
-def step(cfg, params: dict, grads: dict, state: dict):
-    """One update with the configured optimizer; the value head uses baseline.lr."""
-    lr = {k: (cfg.baseline.lr if k in ("Wv", "bv") else cfg.lr) for k in params}
-    if cfg.optim.name == "rmsprop":
-        return rmsprop(params, grads, state, lr, cfg.decay_rate, cfg.optim.eps)
-    return adam(params, grads, state, lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps)
+def step(params: dict, grads: dict, state: dict, name: str, lr: float, value_lr: float, eps: float,
+         decay_rate: float | None = None, beta1: float | None = None, beta2: float | None = None):
+    """One update with optimizer `name` (rmsprop: decay_rate; adam: beta1, beta2); the value head
+    (Wv, bv) moves with value_lr, every other parameter with lr."""
+    rates = {k: (value_lr if k in ("Wv", "bv") else lr) for k in params}
+    if name == "rmsprop":
+        return rmsprop(params, grads, state, rates, decay_rate, eps)
+    return adam(params, grads, state, rates, beta1, beta2, eps)

@@ -43,7 +43,7 @@ def binarize(frame: np.ndarray, crop) -> np.ndarray:
 
 
 def crop_window(crop) -> tuple[slice, slice]:
-    """(row slice, column slice) of the crop, resolved once (config attribute access is slow)."""
+    """(row slice, column slice) of the crop: the window `binarize_batch` cuts."""
     return slice(crop.top, crop.bottom, crop.stride), slice(crop.left, crop.right, crop.stride)
 
 

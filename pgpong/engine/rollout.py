@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgpong.core import policy
-from pgpong.core.preprocess import batch_input, binarize_batch, crop_window, sparse_rows
+from pgpong.core.preprocess import batch_input, binarize_batch, sparse_rows
 
 
 @dataclass
@@ -47,12 +47,15 @@ class Rollout:
     array) when it ends. The ring doubles when the longest episode in flight would outgrow it.
     """
 
-    def __init__(self, cfg, frames, H: int, dtype, capacity: int = 1024):
-        self._setup(cfg, binarize_batch(frames, crop_window(cfg.crop)), H, dtype, capacity)
+    def __init__(self, frames, window: tuple[slice, slice], input_kind: str, actions: str, H: int, dtype,
+                 capacity: int = 1024):
+        """frames: the envs' first frames; window: `crop_window(crop)`; input_kind: diff | raw | stack;
+        actions: two | three (policy.ACTIONS); H: hidden units; dtype: the weights' dtype."""
+        self._setup(binarize_batch(frames, window), window, input_kind, actions, H, dtype, capacity)
 
-    def _setup(self, cfg, cur: np.ndarray, H: int, dtype, capacity: int) -> None:
-        self.window, self.kind = crop_window(cfg.crop), cfg.input.kind
-        self.outputs = np.asarray(policy.ACTIONS[cfg.actions.kind], np.int64)   # env action of each output
+    def _setup(self, cur: np.ndarray, window, input_kind: str, actions: str, H: int, dtype, capacity: int) -> None:
+        self.window, self.kind = window, input_kind
+        self.outputs = np.asarray(policy.ACTIONS[actions], np.int64)   # env action of each output
         self.cur = cur                                            # (N, F) uint8
         self.n = n = len(self.cur)
         self.prev = np.zeros_like(self.cur)                       # (N, F) uint8
@@ -139,7 +142,8 @@ class Rollout:
         return [self._episode(i) for i in range(self.n)]
 
     @classmethod
-    def resume(cls, cfg, cur, prev, has_prev, episodes: list[Episode], H: int, dtype) -> "Rollout":
+    def resume(cls, cur, prev, has_prev, episodes: list[Episode], window: tuple[slice, slice], input_kind: str,
+               actions: str, H: int, dtype) -> "Rollout":
         """A Rollout whose envs' episodes in flight are `episodes` (from `in_flight`), frames as saved.
 
         Env i's steps become the last len(episodes[i]) rows of the ring, so rows stay aligned
@@ -150,7 +154,7 @@ class Rollout:
         capacity = 1024
         while capacity <= S:
             capacity *= 2
-        ro._setup(cfg, np.array(cur, np.uint8), H, dtype, capacity)
+        ro._setup(np.array(cur, np.uint8), window, input_kind, actions, H, dtype, capacity)
         ro.prev, ro.has_prev = np.array(prev, np.uint8), np.array(has_prev, bool)
         ro.s = S
         ro.start = np.asarray([S - len(e) for e in episodes], np.int64)

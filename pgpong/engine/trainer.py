@@ -10,59 +10,32 @@ step of the next episode can be acted with pre-update parameters (with diff inpu
 so P(UP) = 0.5 whatever the parameters). After every group's step: the checkpoint phase
 (every `checkpoint_every` episodes, on a stop signal, at the end), where each group's next
 step is chosen and sent and every finished episode learned, so a checkpoint is one consistent
-state (see `checkpoint_state`).
+state (see pgpong/engine/state.py::checkpoint_state).
 """
+import functools
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from pgpong.core import optim, policy
+from pgpong.core import optim
 from pgpong.core.gradient import episode_gradient, episode_matrix
-from pgpong.core.preprocess import binarize, input_size
 from pgpong.core.returns import running_mean
-from pgpong.engine import checkpoint
-from pgpong.engine.envs import draw_env_seeds
 from pgpong.engine.progress import Progress
-from pgpong.engine.rollout import Episode, EpisodeBuffer, Rollout
-from pgpong.errors import Diverged, Interrupted, PgpongError
+from pgpong.engine.rollout import Episode
+from pgpong.engine.state import Live, TrainState, new_state, save_model, start_rollouts, write_checkpoint
+from pgpong.errors import Diverged, Interrupted
 
 
-@dataclass
-class TrainState:
-    """Everything that changes during training."""
-    params: dict
-    opt_state: dict
-    grad_buffer: dict
-    episode: int = 0          # finished episodes
-    steps: int = 0            # agent steps taken (all envs)
-    updates: int = 0          # optimizer steps taken
-    running: float | None = None
-    batch_episodes: int = 0   # episodes in grad_buffer
-    batch_steps: int = 0
-    batch_p_up: float = 0.0   # sum of P(UP) over the batch's steps
-    batch_value_loss: float = 0.0
-    batch_stale_steps: int = 0   # steps in the batch acted with parameters older than the current ones
-    rewards: list = field(default_factory=list)   # every episode's reward, in order
-    live: "Live | None" = None   # the rollouts a checkpoint restored, taken over by the next train()
+def optimizer(cfg):
+    """optim.step with the config's numbers bound: (params, grads, opt_state) -> (params, opt_state)."""
+    hyper = {k: v for k, v in OmegaConf.to_container(cfg.optim).items() if k != "name"}
+    return functools.partial(optim.step, name=cfg.optim.name, lr=cfg.lr, value_lr=cfg.baseline.get("lr", cfg.lr),
+                             decay_rate=cfg.decay_rate, **hyper)
 
 
-def new_state(cfg, rng: np.random.Generator) -> TrainState:
-    D = input_size(cfg.crop, cfg.input.kind)
-    params = policy.init_params(rng, D, cfg.H, cfg.actions.kind, cfg.baseline.kind == "value", np.dtype(cfg.dtype))
-    return TrainState(params=params, opt_state=optim.init_state(cfg.optim.name, params),
-                      grad_buffer={k: np.zeros_like(v) for k, v in params.items()})
-
-
-def save_model(path, cfg, state: TrainState) -> Path:
-    """The policy's weights plus the config they were trained with, as .npz."""
-    meta = {"kind": "model", "episode": state.episode, "config": OmegaConf.to_container(cfg, resolve=True)}
-    return checkpoint.save(path, state.params, meta)
-
-
-def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
+def finish_episode(state: TrainState, buf: Episode, gamma: float, baseline: str) -> dict:
     """Gradient of one finished episode into the batch buffer; its stats for logging."""
     D = state.params["W1"].shape[0]
     dtype = state.params["W1"].dtype
@@ -70,7 +43,7 @@ def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
     Hs = buf.hs                                                      # (T, H)
     dlogps = np.asarray(buf.dlogps, dtype)                           # (T,) or (T, 3)
     rewards = np.asarray(buf.rewards, np.float64)                    # (T,)
-    grads, info = episode_gradient(state.params, X, Hs, dlogps, rewards, cfg.gamma, cfg.baseline.kind)
+    grads, info = episode_gradient(state.params, X, Hs, dlogps, rewards, gamma, baseline)
     check_finite(state.episode + 1, {"P(UP)": np.asarray(buf.p_up), **{f"gradient of {k}": g for k, g in grads.items()}})
     for k, g in grads.items():
         state.grad_buffer[k] += g
@@ -86,16 +59,16 @@ def finish_episode(cfg, state: TrainState, buf: EpisodeBuffer) -> dict:
     return {"episode/reward": reward, "episode/running_reward": state.running, "episode/length": len(buf)}
 
 
-def update(cfg, state: TrainState) -> dict:
-    """Apply the optimizer to the summed batch gradient; stats of the batch for logging."""
+def update(state: TrainState, step) -> dict:
+    """Apply the optimizer `step` (see `optimizer`) to the summed batch gradient; stats of the batch for logging."""
     grad_norm = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in state.grad_buffer.values())))
-    params, opt_state = optim.step(cfg, state.params, state.grad_buffer, state.opt_state)
+    params, opt_state = step(state.params, state.grad_buffer, state.opt_state)
     check_finite(state.episode, {f"weights {k} after update {state.updates + 1}": w for k, w in params.items()})
     state.params, state.opt_state = params, opt_state
     stats = {"train/grad_norm": grad_norm, "train/p_up_mean": state.batch_p_up / max(state.batch_steps, 1),
              "train/update": state.updates + 1,
              "train/stale_step_fraction": state.batch_stale_steps / max(state.batch_steps, 1)}
-    if cfg.baseline.kind == "value":
+    if "Wv" in state.params:     # the learned value baseline
         stats["train/value_loss"] = state.batch_value_loss / max(state.batch_episodes, 1)
     state.updates += 1
     state.grad_buffer = {k: np.zeros_like(v) for k, v in state.params.items()}
@@ -112,202 +85,12 @@ def check_finite(episode: int, arrays: dict) -> None:
                            f"try a smaller lr (the last good checkpoint is kept)")
 
 
-# --- checkpoints: everything needed to continue as if never stopped -------------------------
-
-CKPT_VERSION = 2
-SHAPE_KEYS = ("H", "dtype", "crop", "input.kind", "actions.kind", "baseline.kind", "optim.name", "env", "seed")
-EPISODE_FIELDS = ("hs", "dlogps", "p_up", "rewards", "version")
-
-
-@dataclass
-class Live:
-    """The rollout side of training, as a checkpoint sees it between two steps.
-
-    rollouts: per env group, its Rollout (frames and episodes in flight); sent: per group, the
-    env actions already chosen and sent for the next step (None: not chosen yet); leftover:
-    episodes that finished in the step that reached the target count, not learned from (a
-    longer run resumed from the end checkpoint learns them first, as an uninterrupted run would).
-    """
-    rollouts: list
-    sent: list
-    leftover: list = field(default_factory=list)
-
-
-def start_rollout(cfg, envs, state: TrainState) -> Live:
-    """The restored rollouts, or fresh ones: every group's emulators reset, nothing chosen yet."""
-    if state.live is not None:
-        live, state.live = state.live, None
-        return live
-    dtype = state.params["W1"].dtype if state.params else np.dtype(cfg.dtype)
-    return Live([Rollout(cfg, g.reset(), cfg.H, dtype) for g in envs.groups], [None] * len(envs.groups))
-
-
-def _pack_episode(arrays: dict, prefix: str, ep: Episode) -> None:
-    arrays[prefix + "idx"], arrays[prefix + "idx_off"] = checkpoint.pack_ragged(list(ep.idx), np.int32)
-    arrays[prefix + "val"], _ = checkpoint.pack_ragged(list(ep.val), np.int8)
-    for k in EPISODE_FIELDS:
-        arrays[prefix + k] = np.asarray(getattr(ep, k))
-
-
-def _unpack_episode(arrays: dict, prefix: str, params: dict, path) -> Episode:
-    """One saved episode, every array's shape and dtype checked against the config."""
-    D, H = params["W1"].shape
-    dtype, three = params["W1"].dtype, params["W2"].ndim == 2
-    if prefix + "rewards" not in arrays or arrays[prefix + "rewards"].ndim != 1:
-        raise PgpongError(f"{path}: no episode {prefix.rstrip('.')}")
-    T = arrays[prefix + "rewards"].shape[0]
-    checkpoint.expect(arrays, {prefix + "idx_off": ((T + 1,), np.int64), prefix + "hs": ((T, H), dtype),
-                               prefix + "dlogps": (((T, 3) if three else (T,)), dtype),
-                               prefix + "p_up": ((T,), dtype), prefix + "rewards": ((T,), np.float64),
-                               prefix + "version": ((T,), np.int64)}, path)
-    idx_flat, val_flat = arrays[prefix + "idx"], arrays[prefix + "val"]
-    checkpoint.expect(arrays, {prefix + "idx": (idx_flat.shape, np.int32), prefix + "val": (idx_flat.shape, np.int8)},
-                      path)
-    if idx_flat.ndim != 1 or (idx_flat.size and (idx_flat.min() < 0 or idx_flat.max() >= D)):
-        raise PgpongError(f"{path}: {prefix}idx holds input indices outside 0..{D - 1}")
-    return Episode(idx=checkpoint.unpack_ragged(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx"),
-                   val=checkpoint.unpack_ragged(val_flat, arrays[prefix + "idx_off"], path, prefix + "val"),
-                   **{k: _fresh(arrays[prefix + k]) for k in EPISODE_FIELDS})
-
-
-def checkpoint_state(cfg, state: TrainState, rng: np.random.Generator, envs, live: Live) -> tuple[dict, dict]:
-    """(arrays, meta) holding weights, optimizer, batch gradient, counters, RNGs, emulators, rollouts.
-
-    The episodes in flight, their frames and the actions sent for the next step are saved only
-    with emulators that can be saved (`envs.snapshot()`, the gymnasium path): AtariVectorEnv's
-    cannot, so there a resumed run starts new episodes on every env.
-    """
-    arrays = {f"param.{k}": v for k, v in state.params.items()}
-    arrays.update({f"opt.{k}": v for k, v in state.opt_state.items()})
-    arrays.update({f"grad.{k}": v for k, v in state.grad_buffer.items()})
-    arrays["rewards"] = np.asarray(state.rewards, np.float64)                    # (episodes,)
-    for j, ep in enumerate(live.leftover):
-        _pack_episode(arrays, f"left{j}.", ep)
-    env_meta = None
-    if hasattr(envs, "snapshot"):
-        env_arrays, env_meta = envs.snapshot()
-        arrays.update(env_arrays)
-        first = 0
-        for k, (ro, sent) in enumerate(zip(live.rollouts, live.sent)):
-            arrays[f"group{k}.cur"], arrays[f"group{k}.prev"] = ro.cur, ro.prev        # (n, F) uint8
-            arrays[f"group{k}.has_prev"] = ro.has_prev                                # (n,) bool
-            if sent is not None:
-                arrays[f"group{k}.actions"] = np.asarray(sent, np.int64)              # (n,)
-            for i, ep in enumerate(ro.in_flight()):
-                _pack_episode(arrays, f"env{first + i}.", ep)
-            first += ro.n
-    meta = {"kind": "checkpoint", "version": CKPT_VERSION, "config": OmegaConf.to_container(cfg, resolve=True),
-            "episode": state.episode, "steps": state.steps, "updates": state.updates, "running": state.running,
-            "batch_episodes": state.batch_episodes, "batch_steps": state.batch_steps,
-            "batch_p_up": state.batch_p_up, "batch_value_loss": state.batch_value_loss,
-            "batch_stale_steps": state.batch_stale_steps, "leftover": len(live.leftover),
-            "rng": rng.bit_generator.state, "num_envs": sum(ro.n for ro in live.rollouts),
-            "groups": [ro.n for ro in live.rollouts], "envs": env_meta}
-    return arrays, meta
-
-
-def write_checkpoint(cfg, state: TrainState, rng, envs, live: Live, folder, extra_meta: dict | None = None) -> Path:
-    """One atomic checkpoint file in `folder`; only the newest cfg.checkpoint_keep are kept."""
-    arrays, meta = checkpoint_state(cfg, state, rng, envs, live)
-    meta.update(extra_meta or {})
-    path = checkpoint.save(checkpoint.checkpoint_path(folder, state.episode, state.steps), arrays, meta)
-    checkpoint.prune(folder, cfg.checkpoint_keep)
-    return path
-
-
-def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs, path) -> TrainState:
-    """The TrainState saved in a checkpoint; rng and envs are put back where they were.
-
-    Every array is checked against the shapes this config needs, so a file from another
-    config (or a crafted one) gives an error naming what differs instead of a silent broadcast.
-    Emulators without `restore` (the vector path) are reseeded from (seed, steps) and start new
-    episodes: the episodes that were in flight are not continued.
-    """
-    if meta.get("kind") != "checkpoint":
-        raise PgpongError(f"{path}: a {meta.get('kind', 'unknown')!r} file, not a training checkpoint "
-                          f"(resume needs checkpoints/ckpt-*.npz)")
-    if meta.get("version") != CKPT_VERSION:
-        raise PgpongError(f"{path}: checkpoint format version {meta.get('version')}, this pgpong reads {CKPT_VERSION}")
-    ref = new_state(cfg, np.random.default_rng(0))
-    expected = {f"param.{k}": (v.shape, v.dtype) for k, v in ref.params.items()}
-    expected.update({f"opt.{k}": (v.shape, v.dtype) for k, v in ref.opt_state.items()})
-    expected.update({f"grad.{k}": (v.shape, v.dtype) for k, v in ref.grad_buffer.items()})
-    checkpoint.expect(arrays, expected, path)
-    checkpoint.require_finite(arrays, path, [k for k in expected if not k.startswith("opt.t")])
-    try:
-        state = TrainState(
-            params={k: _fresh(arrays[f"param.{k}"]) for k in ref.params},
-            opt_state={k: _fresh(arrays[f"opt.{k}"]) for k in ref.opt_state},
-            grad_buffer={k: _fresh(arrays[f"grad.{k}"]) for k in ref.grad_buffer},
-            episode=int(meta["episode"]), steps=int(meta["steps"]), updates=int(meta["updates"]),
-            running=None if meta["running"] is None else float(meta["running"]),
-            batch_episodes=int(meta["batch_episodes"]), batch_steps=int(meta["batch_steps"]),
-            batch_p_up=float(meta["batch_p_up"]), batch_value_loss=float(meta["batch_value_loss"]),
-            batch_stale_steps=int(meta["batch_stale_steps"]),
-            rewards=[float(r) for r in arrays["rewards"]])
-        rng_state = meta["rng"]
-        n, sizes, n_left = int(meta["num_envs"]), [int(x) for x in meta["groups"]], int(meta["leftover"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PgpongError(f"{path}: checkpoint metadata is incomplete ({type(e).__name__}: {e})") from None
-    if arrays["rewards"].shape != (state.episode,):
-        raise PgpongError(f"{path}: rewards has shape {arrays['rewards'].shape} for {state.episode} episodes")
-    if n != envs.num_envs:
-        raise PgpongError(f"{path}: saved with env.num_envs={n}, this run has {envs.num_envs}")
-    leftover = [_unpack_episode(arrays, f"left{j}.", ref.params, path) for j in range(n_left)]
-    try:
-        rng.bit_generator.state = rng_state
-    except (TypeError, ValueError, KeyError) as e:
-        raise PgpongError(f"{path}: random generator state unusable ({e})") from None
-    if meta.get("envs") is not None and hasattr(envs, "restore"):
-        if sizes != [g.num_envs for g in envs.groups]:
-            raise PgpongError(f"{path}: saved with env groups of {sizes} envs, this run has "
-                              f"{[g.num_envs for g in envs.groups]}")
-        live = _restore_rollouts(cfg, arrays, ref.params, sizes, path)
-        envs.restore(arrays, meta["envs"])
-    else:   # no emulator state (AtariVectorEnv): new episodes on fresh seeds, derived from (seed, steps)
-        if hasattr(envs, "reseed"):
-            envs.reseed(draw_env_seeds(np.random.default_rng([cfg.seed, state.steps]), n))
-        live = start_rollout(cfg, envs, TrainState(params=state.params, opt_state={}, grad_buffer={}))
-    live.leftover = leftover
-    state.live = live
-    return state
-
-
-def _fresh(a: np.ndarray) -> np.ndarray:
-    """A writeable copy in newly allocated memory, like the arrays training makes.
-
-    Arrays read from a zip member sit at arbitrary addresses, and BLAS kernels round
-    differently on differently aligned data: without this copy a resumed run drifts from the
-    uninterrupted one in the last bits.
-    """
-    out = np.empty_like(a)
-    out[...] = a
-    return out
-
-
-def _restore_rollouts(cfg, arrays: dict, params: dict, sizes: list, path) -> Live:
-    """Per group: its Rollout (frames, episodes in flight) and the actions sent, each array checked."""
-    F = binarize(np.zeros((210, 160, 3), np.uint8), cfg.crop).size
-    rollouts, sent, first = [], [], 0
-    for k, n in enumerate(sizes):
-        g = f"group{k}."
-        checkpoint.expect(arrays, {g + "cur": ((n, F), np.uint8), g + "prev": ((n, F), np.uint8),
-                                   g + "has_prev": ((n,), np.bool_)}, path)
-        episodes = [_unpack_episode(arrays, f"env{first + i}.", params, path) for i in range(n)]
-        rollouts.append(Rollout.resume(cfg, arrays[g + "cur"], arrays[g + "prev"], arrays[g + "has_prev"],
-                                       episodes, params["W1"].shape[1], params["W1"].dtype))
-        if g + "actions" in arrays:
-            checkpoint.expect(arrays, {g + "actions": ((n,), np.int64)}, path)
-            sent.append(_fresh(arrays[g + "actions"]))
-        else:
-            sent.append(None)
-        first += n
-    return Live(rollouts, sent)
-
-
 def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), state: TrainState | None = None,
-          progress: Progress | None = None, stop=None, ckpt_meta: dict | None = None) -> dict:
+          live: Live | None = None, progress: Progress | None = None, stop=None, ckpt_meta: dict | None = None) -> dict:
     """Train until cfg.episodes episodes have finished; returns a summary of the run.
+
+    state and live: where a checkpoint left training (pgpong/engine/state.py::restore_state);
+    without them, fresh weights from rng and fresh episodes on every env.
 
     `stop()` is polled once per step; when it returns a reason (e.g. "SIGINT") a checkpoint is
     written and Interrupted raised. NaN/inf raise Diverged before anything bad is saved.
@@ -316,10 +99,11 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
     state = state or new_state(cfg, rng)
     progress = progress or Progress(cfg.episodes, cfg.log_every_s)
     groups = envs.groups       # stepped in turn: learning and acting for one overlap the others' emulation
-    live = start_rollout(cfg, envs, state)
+    live = live or start_rollouts(cfg, envs)
     rollouts, sent = live.rollouts, live.sent
-    episodes, batch_size, checkpoint_every = cfg.episodes, cfg.batch_size, cfg.checkpoint_every   # plain ints:
-    start, start_steps = time.monotonic(), state.steps                                           # config reads are slow
+    episodes, batch_size, checkpoint_every = cfg.episodes, cfg.batch_size, cfg.checkpoint_every
+    gamma, baseline, step = cfg.gamma, cfg.baseline.kind, optimizer(cfg)
+    start, start_steps = time.monotonic(), state.steps
     ckpt_dir, ckpt_due, ckpt_steps = out_dir / "checkpoints", False, state.steps
 
     def learn(finished) -> bool:
@@ -332,11 +116,11 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
             if state.episode >= episodes:
                 live.leftover.extend(finished[j:])
                 break
-            metrics = finish_episode(cfg, state, buf)
+            metrics = finish_episode(state, buf, gamma, baseline)
             elapsed = time.monotonic() - start
             steps_per_s = (state.steps - start_steps) / max(elapsed, 1e-9)
             if state.batch_episodes == batch_size:
-                metrics.update(update(cfg, state))
+                metrics.update(update(state, step))
             metrics["time/steps_per_s"] = steps_per_s
             tracker.log_metrics(metrics, step=state.episode)
             progress.update(state.episode, state.running, steps_per_s, elapsed)

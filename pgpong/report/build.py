@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pgpong import cliargs
-from pgpong.errors import PgpongError
+from pgpong.errors import PgpongError, entry_point
 from pgpong.paths import resolve_path, resolve_sqlite_uri
 from pgpong.report import data
 from pgpong.report.data import Run
@@ -658,15 +658,12 @@ def report(argv: list[str], launch_dir: Path | None = None) -> dict:
     return {"dir": target, "run_id": report_run, "groups": groups, "markdown": out["files"]["report.md"], **out}
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        out = report(argv)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    out = report(sys.argv[1:] if argv is None else argv)
     print(groups_markdown(out["groups_rows"]))
     print(times_markdown(out["time_rows"], out["measures"]))
     print("\n".join(f"- {v}" for v in out["verdicts"]))
     logged = f" (MLflow report run {out['run_id']})" if out["run_id"] else ""
     print(f"\npgpong: report -> {out['dir']}{logged}", file=sys.stderr)
+    return 0

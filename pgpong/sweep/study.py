@@ -25,15 +25,11 @@ from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
-from threadpoolctl import threadpool_limits
 
-from pgpong import config
 from pgpong.cluster import scheduler_job
-from pgpong.engine.envs import seeded_envs
-from pgpong.engine.trainer import train
-from pgpong.errors import PgpongError
+from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
-from pgpong.paths import CONF_DIR, SWEEPS_DIR, resolve_path, resolve_sqlite_uri
+from pgpong.paths import SWEEPS_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.sweep.spec import (
     Param,
     Spec,
@@ -45,12 +41,12 @@ from pgpong.sweep.spec import (
     spec_path,
 )
 from pgpong.tracking import naming
+from pgpong.launch import compose, start, train_run
 from pgpong.tracking.tracker import NullTracker, experiment_id, make_tracker
 
 DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
 WORKER = f"{socket.gethostname()}:{os.getpid()}" + (f" ({scheduler_job()})" if scheduler_job() else "")   # who ran a trial
 STUDY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-config.register()
 
 
 class SurplusTrial(Exception):
@@ -75,27 +71,12 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     return args, overrides
 
 
-def compose(overrides: list[str]):
-    """The real config from conf/ with these overrides, exactly as the Hydra app composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return hydra_compose(config_name="config", overrides=list(overrides))
-
-
 def checked_cfg(file, key: str, overrides: list[str]):
     """Compose and validate, or a SpecError naming the spec key that produced the overrides."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
     try:
-        cfg = compose(overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise SpecError(file, key, str(e).strip().splitlines()[0]) from None
-    try:
-        config.validate(cfg)
+        return compose(overrides)
     except PgpongError as e:
         raise SpecError(file, key, str(e)) from None
-    return cfg
 
 
 def override(name: str, value) -> str:
@@ -254,17 +235,8 @@ def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str,
 
 def train_seed(cfg, tracker, out_dir: Path, callbacks, skip_params=frozenset()) -> dict:
     """What `python -m pgpong.run` does for one run, minus Hydra: build envs, log params, train."""
-    rng, envs = seeded_envs(cfg)     # the run's one random generator, and its envs
-    try:
-        params = naming.run_params(cfg, envs)
-        tracker.log_params({k: v for k, v in params.items() if k not in skip_params})   # already logged
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with threadpool_limits(limits=1):
-            summary = train(cfg, envs, tracker, rng, out_dir, callbacks=callbacks)
-        tracker.log_artifact(summary["model_path"])
-        return summary
-    finally:
-        envs.close()
+    with start(cfg) as begun:
+        return train_run(cfg, begun, tracker, out_dir, callbacks=callbacks, skip_params=skip_params)
 
 
 class Objective:
@@ -304,7 +276,6 @@ class Objective:
         try:
             for j, seed in enumerate(spec.seeds):
                 cfg = compose(overrides + [f"seed={seed}"])
-                config.validate(cfg)
                 tracker = trial_tracker if single else self.tracker(
                     f"trial {trial.number} seed {seed}", {**tags, "pgpong_kind": "trial_seed", "seed": seed},
                     trial_tracker.run_id)
@@ -472,13 +443,9 @@ def sweep(p: dict, launch_dir: Path) -> dict:
     return {"counts": c, "line": line}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     launch_dir = Path(os.getcwd())
-    try:
-        p = prepare(sys.argv[1:] if argv is None else argv, launch_dir)
-        sweep(p, launch_dir)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sweep(prepare(sys.argv[1:] if argv is None else argv, launch_dir), launch_dir)
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import open_dict, read_write
 
-from pgpong.errors import PgpongError
+from pgpong.errors import PgpongError, say_error
 from pgpong.tracking.naming import NOTE_TAG
 
 PARENT_ENV = "PGPONG_SWEEP_PARENT_RUN_ID"
@@ -88,8 +88,7 @@ class SweepCallback(Callback):
         try:
             self.tracker = make_tracker(config.tracking, launch_dir, f"multirun {self.sweep_id}", tags)
         except PgpongError as e:     # e.g. an unreachable tracking server: stop before any job starts
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(say_error(e))
         self.tracker.log_params({"sweep_overrides": " ".join(task_overrides) or "(none)", "launcher": launcher})
         atexit.register(self._end_if_open, "KILLED")     # Ctrl-C or a crash before on_multirun_end
         # quoted: a hex run id such as 123e4567 must stay a string, not become a float

@@ -3,7 +3,7 @@ import subprocess
 
 from omegaconf import OmegaConf
 
-from pgpong.paths import CONF_DIR, PROJECT_DIR
+from pgpong.paths import CONF_DIR, SOURCE_DIR
 
 NOT_IN_NAME = ("tracking", "hydra", "log_every_s", "checkpoint_every", "resume")
 NOTE_TAG = "mlflow.note.content"     # the run's description in MLflow's UI (Markdown)
@@ -93,12 +93,14 @@ def run_params(cfg, envs) -> dict:
 
 
 def git_commit() -> str | None:
-    """HEAD of the project's checkout (with -dirty when it has changes), or None."""
+    """HEAD of the project's checkout (with -dirty when it has changes), or None (e.g. installed from a wheel)."""
+    if SOURCE_DIR is None:
+        return None
     try:
-        rev = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "--verify", "-q", "HEAD"],
+        rev = subprocess.run(["git", "-C", str(SOURCE_DIR), "rev-parse", "--verify", "-q", "HEAD"],
                              capture_output=True, text=True, timeout=5)
         head = rev.stdout.strip() if rev.returncode == 0 else ""
-        dirty = subprocess.run(["git", "-C", str(PROJECT_DIR), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(SOURCE_DIR), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pgpong.errors import PgpongError
+from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
 
@@ -346,18 +346,14 @@ def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run
                          resume_run_id, Path(out_dir) / BACKLOG_NAME if out_dir else None)
 
 
+@entry_point
 def main(argv=None) -> int:
     import argparse
     parser = argparse.ArgumentParser(prog="python -m pgpong.tracking", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     rp = sub.add_parser("replay", help="send the writes kept while the tracking server was away")
     rp.add_argument("path", help=f"a run's output folder or its {BACKLOG_NAME}")
-    args = parser.parse_args(argv)
-    try:
-        n = replay_backlog(args.path)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    n = replay_backlog(parser.parse_args(argv).path)
     print(f"pgpong: {n} kept writes sent", file=sys.stderr)
     return 0
 
