@@ -67,9 +67,8 @@ def test_the_wheel_installed_in_a_fresh_venv_trains_sweeps_and_reads_user_config
     assert "H: 6" in job and "lr: 0.002" in job
     _run([py, "-m", "pgpong.run", "-m", "seed=0,1", *TINY, "hydra.sweep.dir=out/multi"], work, env)
     assert len(list((work / "out" / "multi").glob("*/model.npz"))) == 2
-    _run([py, "-m", "pgpong.sweep", "sweep=lr_h", "n_trials=1", "episodes=2", *[t for t in TINY if
-          not t.startswith("episodes")]], work, env)
-    _run([py, "-m", "pgpong.sweep", "sweep=my_sweep.yaml", "n_trials=1", *[t for t in TINY if
-          not t.startswith("episodes")]], work, env)
+    per_trial = [t for t in tiny if not t.startswith("episodes")]      # lr_h samples lr, H and crop
+    _run([py, "-m", "pgpong.sweep", "sweep=lr_h", "n_trials=1", "episodes=2", *per_trial], work, env)
+    _run([py, "-m", "pgpong.sweep", "sweep=my_sweep.yaml", "n_trials=1", *per_trial], work, env)
     assert (work / "outputs" / "sweeps" / "my_sweep" / "best_params.yaml").is_file()
     assert (work / "mlflow.db").is_file() and (work / "optuna.db").is_file()
