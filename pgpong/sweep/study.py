@@ -4,14 +4,16 @@
     python -m pgpong.sweep sweep=lr_h storage=postgresql://user@host/db study=lr_h_v2
     python -m pgpong.sweep sweep=lr_h n_trials=8 episodes=20 env.max_episode_steps=200   # any Hydra override
 
-Driver keys: sweep (a name in sweeps/ or a .yaml path), n_trials (the study's total across all
-workers), storage (an RDB URL, default sqlite:///optuna.db next to mlflow.db; or a file path for
-Optuna's journal file storage), study (default: the spec's name), episodes (per trial and seed,
-overrides the spec's). Any other key=value is a Hydra override applied to every trial.
+Driver keys: sweep (the name of a spec shipped in sweeps/, or the path of a .yaml spec), n_trials
+(the study's total across all workers), storage (an RDB URL, default sqlite:///optuna.db next to
+mlflow.db; or a file path for Optuna's journal file storage), study (default: the spec's name),
+episodes (per trial and seed, overrides the spec's). Any other key=value is a Hydra override
+applied to every trial.
 
-Each trial composes conf/ with the spec's fixed overrides plus its sampled values, calls the same
-`pgpong.engine.trainer.train` as `python -m pgpong.run` with a callback that reports the objective
-every `report_every` episodes and raises `optuna.TrialPruned` when the pruner says so. Re-running
+Each trial composes the config with the spec's fixed overrides plus its sampled values and starts
+each seed's run as `python -m pgpong.run` does (pgpong/launch.py), with a callback that reports
+the objective every `report_every` episodes and raises `optuna.TrialPruned` when the pruner says
+so. Re-running
 the same command resumes the study; several workers (processes or machines) share it through one
 storage and one MLflow server, and stop together when the study holds n_trials trials.
 """
