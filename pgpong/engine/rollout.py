@@ -36,9 +36,6 @@ class Episode:
         return len(self.rewards)
 
 
-EpisodeBuffer = Episode       # the name the trainer's finish_episode knows
-
-
 class Rollout:
     """The episodes in flight of N envs: their last binarized frames and a ring of recent steps.
 
