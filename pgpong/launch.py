@@ -12,12 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import BooleanNode, FloatNode, IntegerNode, OmegaConf, StringNode
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 from threadpoolctl import threadpool_limits
 
 from pgpong import config

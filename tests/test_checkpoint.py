@@ -10,7 +10,12 @@ import pytest
 
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_envs
-from pgpong.engine.state import checkpoint_state, new_state, restore_state, start_rollouts
+from pgpong.engine.state import (
+    checkpoint_state,
+    new_state,
+    restore_state,
+    start_rollouts,
+)
 from pgpong.errors import PgpongError
 from tests.conftest import compose_cfg, run_cli
 

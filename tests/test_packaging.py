@@ -4,10 +4,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["episodes=2", "batch_size=1", "H=8", "env.max_episode_steps=60", "checkpoint_every=1", "env.num_envs=2"]

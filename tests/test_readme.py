@@ -40,8 +40,7 @@ def test_each_readme_command_parses(line, tmp_path, monkeypatch, capsys):
         prepared = prepare(args, tmp_path)          # the spec is found and every override composes
         assert prepared["spec"].file.is_file()
     elif module in ("pgpong.play", "pgpong.report"):
-        from pgpong import cliargs
-        from pgpong import play
+        from pgpong import cliargs, play
         from pgpong.report import build
         keys = play.KEYS if module == "pgpong.play" else build.KEYS
         cliargs.parse(args, keys, repeatable=("tag",))

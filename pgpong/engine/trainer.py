@@ -24,7 +24,14 @@ from pgpong.core.gradient import episode_gradient, episode_matrix
 from pgpong.core.returns import running_mean
 from pgpong.engine.progress import Progress
 from pgpong.engine.rollout import Episode
-from pgpong.engine.state import Live, TrainState, new_state, save_model, start_rollouts, write_checkpoint
+from pgpong.engine.state import (
+    Live,
+    TrainState,
+    new_state,
+    save_model,
+    start_rollouts,
+    write_checkpoint,
+)
 from pgpong.errors import Diverged, Interrupted
 
 

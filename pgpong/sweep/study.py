@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from pgpong.cluster import scheduler_job
 from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
+from pgpong.launch import compose, start, train_run
 from pgpong.paths import SWEEPS_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.sweep.spec import (
     Param,
@@ -43,7 +44,6 @@ from pgpong.sweep.spec import (
     spec_path,
 )
 from pgpong.tracking import naming
-from pgpong.launch import compose, start, train_run
 from pgpong.tracking.tracker import NullTracker, experiment_id, make_tracker
 
 DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
