@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from pgpong.cluster import CPUS_ENV, RAY_TASK_ENV
-from pgpong.errors import PgpongError
+from pgpong.errors import PgpongError, entry_point
 
 LAUNCHERS = ("slurm", "ray")
 OPTIONS = {"launcher.cpus": 2, "launcher.partition": None, "launcher.time": 240, "launcher.requeues": 20,
@@ -155,23 +155,22 @@ def open_tracking_store(tracking_cfg, launch_dir: Path) -> None:
     if tracking_cfg.backend == "none":
         return
     from mlflow.tracking import MlflowClient
+
     from pgpong.paths import resolve_sqlite_uri
     from pgpong.tracking.tracker import experiment_id
     client = MlflowClient(tracking_uri=resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri"))
     experiment_id(client, tracking_cfg.experiment)
 
 
+@entry_point
 def main(argv: list[str]) -> int:
     """Check, submit, wait, report; 0 when every worker completed."""
     import optuna
+
     from pgpong.sweep.study import counts, prepare
     launch_dir = Path(os.getcwd())
-    try:
-        opts, rest = parse(argv)
-        p = prepare(rest, launch_dir)
-    except PgpongError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    opts, rest = parse(argv)
+    p = prepare(rest, launch_dir)
     cmd = worker_command(rest, p, opts["launcher.cpus"])
     open_tracking_store(p["cfg"].tracking, launch_dir)
     study = p["study_name"]
