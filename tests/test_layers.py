@@ -30,7 +30,7 @@ def layer_of(path: Path, root: Path = PACKAGE) -> str:
     rel = path.relative_to(root)
     if len(rel.parts) > 1 and rel.parts[0] in ALLOWED:
         return rel.parts[0]
-    name = f"pgpong.{path.stem}"
+    name = ".".join(("pgpong", *rel.with_suffix("").parts))     # pgpong/sweep/launch.py: pgpong.sweep.launch
     return "base" if name in BASE else "app" if name in APP else "entry"
 
 

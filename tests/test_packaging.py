@@ -38,7 +38,7 @@ def test_the_wheel_installed_in_a_fresh_venv_trains_sweeps_and_reads_user_config
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for name in ("pgpong", "conf", "sweeps"):
+    for name in ("pgpong", "hydra_plugins", "conf", "sweeps"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w", str(wheels)], tmp_path, env)
     wheel = next(wheels.glob("pgpong-*.whl"))
