@@ -119,6 +119,22 @@ def register() -> None:
     for group, options in OPTION_SCHEMAS.items():
         for option, schema in options.items():
             cs.store(name=f"{group}_{option}_schema", node=schema)
+    register_launchers()
+
+
+def register_launchers() -> None:
+    """pgpong's cluster launchers (`hydra/launcher=slurm|ray`), registered by importing them: Hydra
+    scans the `hydra_plugins` namespace for plugins, and that scan cannot list the modules of an
+    editable install, which setuptools serves through an import hook."""
+    from hydra.core.plugins import Plugins
+    try:
+        from hydra_plugins.pgpong_launchers import ray, slurm
+    except ImportError:            # the `cluster` extra (submitit, ray) is not installed
+        return
+    plugins = Plugins.instance()
+    for launcher in (ray.RayLauncher, slurm.SlurmLauncher):
+        if f"{launcher.__module__}.{launcher.__name__}" not in plugins.class_name_to_class:
+            plugins.register(launcher)
 
 
 CHOICES = {

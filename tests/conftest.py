@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgpong import launch
+from pgpong import config, launch
 from pgpong.engine.envs import draw_env_seeds
 from pgpong.paths import CONF_DIR as _CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(_CONF_DIR)
+config.register()   # the schemas and launchers, for tests that compose with Hydra's own API
 
 # A tiny but real budget: short truncated episodes on the real emulator (two emulators on the
 # default vector path: starting its 16 costs seconds per run). Long enough for points: Pong's

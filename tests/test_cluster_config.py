@@ -2,11 +2,13 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pgpong import cluster
+from pgpong import cluster, config
 from tests.conftest import CONF_DIR, compose_cfg, run_cli
 
 
 def launcher_cfg(name: str):
+    """The composed hydra.launcher node, as the app sees it (schemas and launchers registered)."""
+    config.register()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         return compose(config_name="config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True).hydra.launcher
 
