@@ -5,7 +5,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pgpong import config
-from pgpong.sweep.spec import SpecError, load_spec, objective_value
+from pgpong.sweep.spec import Curve, SpecError, load_spec, objective_value, time_to_value
 from pgpong.sweep.study import main
 from tests.conftest import compose_cfg, run_cli
 from tests.servers import free_port
@@ -46,8 +46,31 @@ def test_objectives_read_the_running_reward_curve():
     assert objective_value(curve, "auc", 100) == -19.5
 
 
+def test_time_to_is_the_cost_at_the_first_pass_and_censored_runs_rank_after_every_pass():
+    running, cost = [-21.0, -12.0, -9.5, -11.0], [10, 20, 30, 40]
+    assert time_to_value(running, cost, -10) == 30                # first episode above -10
+    assert time_to_value(running, cost, -12) == 30                # strictly above: -12 itself does not pass
+    # censored at a final running reward of -11 against a threshold of 0: 40 x (1 + 11/21)
+    assert time_to_value(running, cost, 0) == pytest.approx(40 * (1 + 11 / 21))
+    assert time_to_value([-21.0], [5], 0) == 10                   # nowhere near: twice the budget
+    assert time_to_value([-0.5], [5], 0) > time_to_value([-21, -21, -21, 0.5], [1, 2, 3, 4], 0)
+    curve = Curve()
+    for r, n, t in [(-21, 100, 1.5), (-20, 120, 2.0), (-19, 90, 3.25)]:
+        curve.add(r, n, t)
+    assert curve.cost("episodes") == [1, 2, 3] and curve.cost("steps") == [100, 220, 310]
+    assert curve.cost("seconds") == [1.5, 2.0, 3.25]
+
+
 @pytest.mark.parametrize("text, key", [
     ("episodes: 3\nparams: {lr: {type: float, low: 0.01, high: 0.001}}\n", "params.lr: empty range"),
+    ("episodes: 3\nobjective: {kind: time_to}\nparams: {H: {type: int, low: 8, high: 9}}\n",
+     "direction: maximize: kind time_to counts a cost"),
+    ("episodes: 3\ndirection: minimize\nobjective: {kind: time_to, threshold: 21}\nparams: {H: {type: int, low: 8, high: 9}}\n",
+     "objective.threshold: 21"),
+    ("episodes: 3\ndirection: minimize\nobjective: {kind: time_to, measure: hours}\nparams: {H: {type: int, low: 8, high: 9}}\n",
+     "objective.measure: 'hours'"),
+    ("episodes: 3\nobjective: {kind: final, threshold: 0}\nparams: {H: {type: int, low: 8, high: 9}}\n",
+     "objective.threshold: only for kind: time_to"),
     ("episodes: 3\nparams: {H: {type: int, low: 8, high: 8}}\n", "params.H: empty range"),
     ("episodes: 3\nparams: {crop: {type: categorical, choices: []}}\n", "params.crop.choices"),
     ("episodes: 3\nparams: {lr: {type: float, low: 0, high: 1, log: true}}\n", "params.lr.low"),
@@ -135,6 +158,34 @@ def test_trials_are_nested_runs_and_pruned_ones_are_killed(tmp_path, monkeypatch
     cfg = compose_cfg(best["overrides"])
     config.validate(cfg)
     assert cfg.baseline.kind == study.best_params["baseline"] and cfg.lr == pytest.approx(study.best_params["lr"])
+
+
+def test_a_time_to_trial_reports_the_episodes_its_running_reward_took_to_pass(tmp_path, monkeypatch):
+    threshold = -3.5     # 200-step episodes score between about -6 and 0: some pass it, some may not
+    name = write(tmp_path, f"""\
+episodes: 4
+direction: minimize
+objective: {{kind: time_to, threshold: {threshold}, measure: episodes}}
+report_every: 2
+sampler: {{name: random, seed: 3}}
+pruner: {{name: none}}
+fixed: [env.max_episode_steps=200]
+params:
+  lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
+""")
+    assert sweep(tmp_path, monkeypatch, f"sweep={name}", "n_trials=2", *TINY_TRIAL) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    study = optuna.load_study(study_name="spec", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    for t in study.get_trials():
+        run_id = t.user_attrs["mlflow_run_id"]
+        history = sorted(client.get_metric_history(run_id, "episode/running_reward"), key=lambda m: m.step)
+        running = [m.value for m in history]
+        assert len(running) == 4
+        assert t.value == pytest.approx(time_to_value(running, [1, 2, 3, 4], threshold))
+        passed = any(r > threshold for r in running)
+        assert client.get_run(run_id).data.metrics["trial/reached_seed_0"] == float(passed)
+        assert (t.value <= 4) == passed
 
 
 def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path, monkeypatch):

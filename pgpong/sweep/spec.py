@@ -1,7 +1,8 @@
 """Search specs (`sweeps/*.yaml`): read, check every key, and the objectives they name.
 
 A spec is plain data; `load_spec` turns it into a `Spec` or raises `SpecError` naming the file
-and the key. Objectives are pure functions of a run's running-reward curve.
+and the key. Objectives are pure functions of a run's `Curve`: its running reward per finished
+episode and what the run had spent by then (episodes, agent steps, seconds).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ class SpecError(PgpongError):
         super().__init__(f"{file}: {key}: {message}")
 
 
-OBJECTIVES = ("final", "last_k", "auc")
+OBJECTIVES = ("final", "last_k", "auc", "time_to")
+MEASURES = ("episodes", "steps", "seconds")    # what time_to counts
+WORST = -21.0                                    # the lowest running reward Pong allows
 AGGREGATES = {"mean": np.mean, "median": np.median, "min": np.min, "max": np.max}
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
@@ -49,13 +52,40 @@ class Spec:
     direction: str = "maximize"
     seeds: list[int] = field(default_factory=lambda: [0])
     aggregate: str = "mean"                     # how the seeds' objectives combine
-    objective: str = "last_k"                   # final | last_k | auc
+    objective: str = "last_k"                   # final | last_k | auc | time_to
     k: int = 100                                # last_k: episodes averaged
+    threshold: float = 0.0                      # time_to: the running reward to pass
+    measure: str = "episodes"                   # time_to: episodes | steps | seconds
     report_every: int = 100                     # episodes between intermediate values
     sampler: dict = field(default_factory=lambda: {"name": "tpe"})
     pruner: dict = field(default_factory=lambda: {"name": "median"})
     fixed: list[str] = field(default_factory=list)
     description: str = ""
+
+    def value(self, curve: "Curve") -> float:
+        """This spec's objective of one run."""
+        if self.objective == "time_to":
+            return time_to_value(curve.running, curve.cost(self.measure), self.threshold)
+        return objective_value(curve.running, self.objective, self.k)
+
+
+@dataclass
+class Curve:
+    """One run as its objective sees it: per finished episode, the running reward and the cumulative
+    agent steps (of finished episodes) and seconds (since the run's start, set-up included)."""
+    running: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, running: float, length: int, seconds: float) -> None:
+        self.running.append(float(running))
+        self.steps.append((self.steps[-1] if self.steps else 0) + int(length))
+        self.seconds.append(float(seconds))
+
+    def cost(self, measure: str) -> list[float]:
+        if measure == "episodes":
+            return list(range(1, len(self.running) + 1))
+        return list(getattr(self, measure))
 
 
 def objective_value(running: list[float], kind: str, k: int) -> float:
@@ -74,6 +104,26 @@ def objective_value(running: list[float], kind: str, k: int) -> float:
     if kind == "auc":
         return float(r.mean())
     raise ValueError(kind)
+
+
+def time_to_value(running: list[float], cost: list[float], threshold: float) -> float:
+    """The cost (episodes, steps or seconds) at the first episode whose running reward is above
+    `threshold`; for a run that never got there (censored), a value above every finished one:
+    its total cost times 1 + (threshold - final running reward) / (threshold + 21), which lies in
+    [total, 2 x total] and ranks censored runs by how close they came.
+    """
+    if not running:
+        raise ValueError("no finished episode")
+    r = np.asarray(running, np.float64)
+    above = np.flatnonzero(r > threshold)
+    if above.size:
+        return float(cost[above[0]])
+    gap = (threshold - r[-1]) / (threshold - WORST)
+    return float(cost[-1]) * (1.0 + float(np.clip(gap, 0.0, 1.0)))
+
+
+def reached(running: list[float], threshold: float) -> bool:
+    return bool(np.any(np.asarray(running, np.float64) > threshold))
 
 
 def aggregate(values: list[float], how: str) -> float:
@@ -189,11 +239,22 @@ def load_spec(path: Path) -> Spec:
         raise SpecError(path, "seeds", f"{seeds!r}: must be a non-empty list of integers >= 0")
     if len(set(seeds)) != len(seeds):
         raise SpecError(path, "seeds", f"{seeds!r}: repeated seed")
-    objective = _mapping(path, "objective", raw.get("objective", {"kind": "last_k"}), {"kind", "k"})
+    objective = _mapping(path, "objective", raw.get("objective", {"kind": "last_k"}),
+                         {"kind", "k", "threshold", "measure"})
     kind = _choice(path, "objective.kind", objective.get("kind"), OBJECTIVES)
     k = _int(path, "objective.k", objective.get("k", 100))
     if "k" in objective and kind != "last_k":
         raise SpecError(path, "objective.k", f"only for kind: last_k (this is {kind})")
+    for key in ("threshold", "measure"):
+        if key in objective and kind != "time_to":
+            raise SpecError(path, f"objective.{key}", f"only for kind: time_to (this is {kind})")
+    threshold = _num(path, "objective.threshold", objective.get("threshold", 0.0))
+    if not WORST < threshold < -WORST:
+        raise SpecError(path, "objective.threshold", f"{threshold}: must be a running reward in (-21, 21)")
+    measure = _choice(path, "objective.measure", objective.get("measure", "episodes"), MEASURES)
+    direction = _choice(path, "direction", raw.get("direction", "maximize"), ("maximize", "minimize"))
+    if kind == "time_to" and direction != "minimize":
+        raise SpecError(path, "direction", f"{direction}: kind time_to counts a cost, so it must be minimize")
     sampler = _mapping(path, "sampler", raw.get("sampler", {"name": "tpe"}), {"name", "seed", "n_startup_trials"})
     _choice(path, "sampler.name", sampler.get("name"), SAMPLERS)
     if sampler.get("seed") is not None:
@@ -213,7 +274,7 @@ def load_spec(path: Path) -> Spec:
     report_every = _int(path, "report_every", raw.get("report_every", max(1, episodes // 10)))
     return Spec(name=path.stem, file=path, params=params, episodes=episodes,
                 n_trials=_int(path, "n_trials", raw.get("n_trials", 20)),
-                direction=_choice(path, "direction", raw.get("direction", "maximize"), ("maximize", "minimize")),
+                direction=direction, threshold=float(threshold), measure=measure,
                 seeds=seeds, aggregate=_choice(path, "aggregate", raw.get("aggregate", "mean"), tuple(AGGREGATES)),
                 objective=kind, k=k, report_every=report_every, sampler=dict(sampler), pruner=dict(pruner),
                 fixed=list(fixed), description=str(raw.get("description", "")))

@@ -34,13 +34,14 @@ from pgpong.files import write_atomic
 from pgpong.launch import compose, start, train_run
 from pgpong.paths import SWEEPS_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.sweep.spec import (
+    Curve,
     Param,
     Spec,
     SpecError,
     aggregate,
     available,
     load_spec,
-    objective_value,
+    reached,
     spec_path,
 )
 from pgpong.tracking import naming
@@ -176,19 +177,20 @@ def make_storage(url: str, launch_dir: Path, file):
 
 
 class Reporter:
-    """Trainer callback: keeps the running-reward curve, reports to Optuna, prunes when told."""
+    """Trainer callback: keeps the run's curve (pgpong/sweep/spec.py::Curve), reports the objective
+    to Optuna every `report_every` episodes, prunes when told."""
 
     def __init__(self, trial, spec: Spec, step_offset: int, tracker):
         self.trial, self.spec, self.offset, self.tracker = trial, spec, step_offset, tracker
-        self.running: list[float] = []
+        self.curve, self.start = Curve(), time.monotonic()
 
     def __call__(self, episode: int, metrics: dict) -> None:
         import optuna
-        self.running.append(metrics["episode/running_reward"])
+        self.curve.add(metrics["episode/running_reward"], metrics["episode/length"], time.monotonic() - self.start)
         if episode % self.spec.report_every:
             return
         step = self.offset + episode
-        value = objective_value(self.running, self.spec.objective, self.spec.k)
+        value = self.spec.value(self.curve)
         self.trial.report(value, step)
         self.tracker.log_metrics({"trial/intermediate": value}, step=step)
         if self.trial.should_prune():
@@ -294,8 +296,11 @@ class Objective:
                     if not single:
                         tracker.set_tags({"state": "PRUNED" if status == "KILLED" else status})
                         tracker.end(status)
-                values.append(objective_value(reporter.running, spec.objective, spec.k))
+                values.append(spec.value(reporter.curve))
                 trial_tracker.log_metrics({f"trial/objective_seed_{seed}": values[-1]}, step=0)
+                if spec.objective == "time_to":     # 0: censored (never passed the threshold)
+                    trial_tracker.log_metrics({f"trial/reached_seed_{seed}":
+                                               float(reached(reporter.curve.running, spec.threshold))}, step=0)
             value = aggregate(values, spec.aggregate)
             trial_tracker.log_metrics({"trial/objective": value}, step=0)
             state = "COMPLETE"
