@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from pgpong.core.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 from pgpong.errors import PgpongError
@@ -184,6 +185,8 @@ def validate(cfg: Any) -> None:
     if cfg.baseline.kind == "value" and not cfg.baseline.lr > 0:
         raise PgpongError(f"baseline.lr={cfg.baseline.lr}: must be > 0")
     validate_crop(cfg.crop)
+    from pgpong.engine.envs import check_ale_id   # gymnasium and ale-py load when a config is checked
+    check_ale_id(cfg.env.id)
 
 
 def validate_crop(crop: Any) -> None:
@@ -196,3 +199,45 @@ def validate_crop(crop: Any) -> None:
     if not 0 <= crop.left < crop.right <= FRAME_WIDTH:
         raise PgpongError(
             f"crop.left={crop.left}, crop.right={crop.right}: need 0 <= left < right <= {FRAME_WIDTH} (frame columns)")
+
+
+OPTION_KEYS = {"baseline": "kind", "optim": "name"}   # the key choosing each OPTION_SCHEMAS group's schema
+
+
+def validate_saved(saved: Any, source) -> Any:
+    """The config stored in a model or checkpoint file, checked as a command line's is: the schema
+    (no unknown keys, typed values), no interpolations (a file is data), then `validate`.
+
+    Returns it as a typed config; a PgpongError names `source` and the first bad field.
+    """
+    try:
+        if not isinstance(saved, dict):
+            raise PgpongError("no training config inside (not a pgpong model or checkpoint?)")
+        _refuse_interpolations(saved, "")
+        schema = OmegaConf.structured(Config)
+        for group, key in OPTION_KEYS.items():
+            choice = saved[group].get(key) if isinstance(saved.get(group), dict) else None
+            if choice not in OPTION_SCHEMAS[group]:
+                raise PgpongError(f"{group}.{key}={choice}: must be one of {', '.join(OPTION_SCHEMAS[group])}")
+            schema[group] = OmegaConf.structured(OPTION_SCHEMAS[group][choice])
+        try:
+            cfg = OmegaConf.merge(schema, saved)
+        except (ConfigAttributeError, ConfigKeyError) as e:
+            raise PgpongError(f"{e.full_key}: unknown key (not in pgpong's config schema)") from None
+        except OmegaConfBaseException as e:
+            raise PgpongError(f"{e.full_key or 'config'}: {str(e).splitlines()[0]}") from None
+        validate(cfg)
+    except PgpongError as e:
+        raise PgpongError(f"{source}: {e}") from None
+    return cfg
+
+
+def _refuse_interpolations(node: Any, prefix: str) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _refuse_interpolations(v, f"{prefix}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _refuse_interpolations(v, f"{prefix}{i}.")
+    elif isinstance(node, str) and "${" in node:
+        raise PgpongError(f"{prefix.rstrip('.')}={node}: interpolations are not allowed in a saved config")

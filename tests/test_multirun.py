@@ -15,19 +15,20 @@ def runs_of(tmp_path):
 
 
 def test_a_failed_job_is_failed_in_mlflow_while_the_other_jobs_run(tmp_path):
-    # a bad env.id passes the config checks and fails only when the job makes its emulators
-    r = run_cli(["-m", "env.id=Nope-v9,ALE/Pong-v5", "seed=0,1", *TINY], cwd=tmp_path)
+    # a missing checkpoint passes the config checks and fails only when the job starts
+    r = run_cli(["-m", "resume=missing.npz,null", "seed=0,1", *TINY], cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-2000:]
-    assert "4 jobs, 2 failed" in r.stderr and "error: job 0 (env.id=Nope-v9 seed=0" in r.stderr
+    assert "4 jobs, 2 failed" in r.stderr and "error: job 0 (resume=missing.npz seed=0" in r.stderr
     parent, jobs = runs_of(tmp_path)
     assert parent.info.status == "FAILED"
-    assert parent.data.params["sweep_overrides"].startswith("env.id=Nope-v9,ALE/Pong-v5 seed=0,1")
+    assert parent.data.params["sweep_overrides"].startswith("resume=missing.npz,null seed=0,1")
     assert parent.data.tags["jobs"] == "4" and parent.data.tags["jobs_failed"] == "2"
     status = sorted((j.data.tags["hydra_overrides"].split()[0], j.info.status) for j in jobs)
-    assert status == [("env.id=ALE/Pong-v5", "FINISHED"), ("env.id=ALE/Pong-v5", "FINISHED"),
-                      ("env.id=Nope-v9", "FAILED"), ("env.id=Nope-v9", "FAILED")]
+    assert status == [("resume=missing.npz", "FAILED"), ("resume=missing.npz", "FAILED"),
+                      ("resume=null", "FINISHED"), ("resume=null", "FINISHED")]
     assert {j.data.tags["sweep_id"] for j in jobs} == {parent.data.tags["sweep_id"]}
-    assert all("env.id=Nope-v9: cannot make it" in j.data.tags["failure_reason"] for j in jobs if j.info.status == "FAILED")
+    assert all("missing.npz: no such model/checkpoint file" in j.data.tags["failure_reason"]
+               for j in jobs if j.info.status == "FAILED")
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_bad_input_is_one_plain_line_and_nothing_is_left(tmp_path, cli, override
 def test_unknown_env_id_fails_before_a_run_is_recorded(tmp_path, cli):
     proc = cli(TINY + ["env.id=ALE/NoSuchGame-v5"], cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "env.id=ALE/NoSuchGame-v5: cannot make it" in proc.stderr
+    assert "env.id=ALE/NoSuchGame-v5: not an ALE game" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
 
 

@@ -21,6 +21,20 @@ from ale_py.vector_env import AtariVectorEnv
 from pgpong.errors import PgpongError
 
 gym.register_envs(ale_py)
+ALE_ENTRY_POINT = "ale_py.env:AtariEnv"   # what ale-py's entries in gymnasium's registry make
+
+
+def check_ale_id(env_id) -> None:
+    """Refuse an env id that is not an ALE game registered by ale-py.
+
+    A registry look-up only: gymnasium imports the module named before `:` in an id
+    (`evil_mod:Foo-v0` runs ./evil_mod.py), so an id from a file or a command line is checked
+    before gymnasium ever sees it.
+    """
+    spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
+    if spec is None or spec.entry_point != ALE_ENTRY_POINT:
+        raise PgpongError(f"env.id={env_id}: not an ALE game; use an id registered by ale-py "
+                          f"(e.g. ALE/Pong-v5, Pong-v0, PongNoFrameskip-v4)")
 
 
 def make_kwargs(env_cfg) -> dict:
@@ -37,6 +51,7 @@ def make_kwargs(env_cfg) -> dict:
 
 def make_one(env_cfg, render_mode: str | None = None) -> gym.Env:
     """One gymnasium env, or a PgpongError naming env.id when it cannot be made."""
+    check_ale_id(env_cfg.id)
     try:
         return gym.make(env_cfg.id, render_mode=render_mode, **make_kwargs(env_cfg))
     except gym.error.Error as e:
@@ -121,8 +136,8 @@ class GymEnvs:
                 env.unwrapped.restore_state(ale_state)
                 env.unwrapped.np_random.bit_generator.state = m["np_random"]
                 self.last_actions[i] = int(m["last_action"])
-            except (RuntimeError, ValueError, TypeError, KeyError) as e:
-                raise PgpongError(f"checkpoint: emulator state {i} cannot be restored ({e})") from None
+            except (RuntimeError, SystemError, ValueError, TypeError, KeyError) as e:   # SystemError: ale-py's for bad bytes
+                raise PgpongError(f"env{i}.ale: the emulator state cannot be restored ({e})") from None
             limit = _time_limit(env)
             if limit is not None:
                 limit._elapsed_steps = m["elapsed_steps"]
@@ -130,6 +145,14 @@ class GymEnvs:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def check_ale_state(data: np.ndarray, name: str) -> None:
+    """`data` parses as a saved emulator state (ale-py's own parser), before any emulator is made."""
+    try:
+        ale_py.ALEState(data.tobytes())
+    except (RuntimeError, SystemError, ValueError, TypeError) as e:   # SystemError: ale-py's for bad bytes
+        raise PgpongError(f"{name}: not a saved emulator state ({e})") from None
 
 
 def _prime_sticky_action(atari_env, ale_state, ale_action: int) -> None:
@@ -156,6 +179,7 @@ def _time_limit(env):
 
 def vector_settings(env_cfg) -> dict:
     """AtariVectorEnv arguments that reproduce the gymnasium id's episodes, or a PgpongError."""
+    check_ale_id(env_cfg.id)
     try:
         spec = gym.spec(env_cfg.id)
     except gym.error.Error as e:
