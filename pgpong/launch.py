@@ -25,8 +25,9 @@ from omegaconf.errors import (
 from threadpoolctl import threadpool_limits
 
 from pgpong import config
+from pgpong.engine import checkpoint as ckpt_file
 from pgpong.engine.envs import seeded_envs
-from pgpong.engine.state import Live, TrainState, restore_state
+from pgpong.engine.state import Live, TrainState, check_checkpoint, check_kind, restore_state
 from pgpong.engine.trainer import train
 from pgpong.errors import PgpongError
 from pgpong.paths import CONF_DIR
@@ -113,6 +114,39 @@ def _expected(key: str, overrides: list[str], config_dirs) -> str:
     value_node = node._get_node(leaf) if OmegaConf.is_config(node) else None
     word = next((w for cls, w in NODE_WORDS.items() if isinstance(value_node, cls)), "a valid value")
     return word + (" or null" if value_node is not None and value_node._is_optional() else "")
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(arrays, meta) of a checkpoint file, all checked before use: its config against the schema
+    and `config.validate`, every other field and array against that config."""
+    arrays, meta = ckpt_file.load(path)
+    check_kind(meta, "checkpoint", path)
+    check_checkpoint(config.validate_saved(meta.get("config"), path), arrays, meta, path)
+    return arrays, meta
+
+
+def newest_valid_checkpoint(folder, skipped) -> tuple[dict, dict, Path]:
+    """(arrays, meta, path) of the newest checkpoint in `folder` that passes read_checkpoint.
+
+    `skipped(message)` is told why each newer file was passed over; when none is valid, one
+    PgpongError says so with the newest file's fault.
+    """
+    found = ckpt_file.list_checkpoints(folder)
+    if not found:
+        raise PgpongError(f"{folder}: no checkpoint files (ckpt-e*-s*.npz) here")
+    faults = []
+    for path in reversed(found):
+        try:
+            arrays, meta = read_checkpoint(path)
+        except PgpongError as e:
+            faults.append(str(e))
+            continue
+        for fault in faults:
+            skipped(f"skipped a bad checkpoint: {fault}")
+        return arrays, meta, path
+    raise PgpongError(f"{folder}: none of its {len(found)} checkpoints is valid; the newest: {faults[0]}")
 
 
 # ---- the run -----------------------------------------------------------------------------------

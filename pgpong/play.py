@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from pgpong import cliargs
+from pgpong import cliargs, config
 from pgpong.core import policy
 from pgpong.core.preprocess import binarize, sparse_input
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_one
+from pgpong.engine.state import check_kind, check_model
 from pgpong.errors import PgpongError, entry_point
 from pgpong.files import atomic_path
 from pgpong.paths import resolve_path, resolve_sqlite_uri
@@ -76,13 +77,13 @@ class PlayResult:
 # ---------------------------------------------------------------- the model
 
 def model_from_file(path: Path, source: str) -> Model:
+    """The model in a file, every field checked before use: its config against the schema and
+    `config.validate` (env ids: ALE games only, nothing imported), its weights against that config."""
     arrays, meta = checkpoint.load(path)
-    missing = [k for k in ("W1", "W2") if k not in arrays]
-    if missing or "config" not in meta:
-        raise PgpongError(f"{source}: not a pgpong model (missing {', '.join(missing) or 'config'}); "
-                          "use a model.npz written by training")
-    params = {k: arrays[k] for k in ("W1", "W2")}
-    return Model(params, OmegaConf.create(meta["config"]), int(meta.get("episode", 0)), source)
+    check_kind(meta, "model", source)
+    cfg = config.validate_saved(meta.get("config"), source)
+    check_model(cfg, arrays, meta, source)
+    return Model({k: arrays[k] for k in ("W1", "W2")}, cfg, meta["episode"], source)
 
 
 def model_from_run(run_id: str, uri: str, launch_dir: Path, tmp: Path) -> tuple[Model, object]:

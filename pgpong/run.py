@@ -21,10 +21,9 @@ from omegaconf import OmegaConf
 
 from pgpong import cluster, config
 from pgpong.cli import precheck
-from pgpong.engine import checkpoint
 from pgpong.engine.state import SHAPE_KEYS
 from pgpong.errors import Interrupted, PgpongError, say_error
-from pgpong.launch import start, train_run
+from pgpong.launch import newest_valid_checkpoint, read_checkpoint, start, train_run
 from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.tracking import naming
 from pgpong.tracking.multirun import sweep_ids, threads_per_job, write_job_status
@@ -64,11 +63,20 @@ class StopFlag:
             signal.signal(sig, old)
 
 
+def load_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> tuple[dict, dict, Path]:
+    """(arrays, meta, path) for resume=: the file given, or the newest valid checkpoint of a folder
+    (given, or an MLflow run's); each newer one that is corrupt is skipped with one line saying why."""
+    where = find_checkpoint(resume, launch_dir, tracking_cfg)
+    if not where.is_dir():
+        return (*read_checkpoint(where), where)
+    return newest_valid_checkpoint(where, lambda s: print(f"pgpong: {s}", file=sys.stderr, flush=True))
+
+
 def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
-    """resume= as a checkpoint file, a folder (its newest checkpoint) or an MLflow run id."""
+    """resume= as a checkpoint file, a folder of checkpoints, or an MLflow run id (its checkpoint folder)."""
     p = resolve_path(resume, launch_dir)
     if p.is_dir():
-        return checkpoint.latest(p / "checkpoints" if (p / "checkpoints").is_dir() else p)
+        return p / "checkpoints" if (p / "checkpoints").is_dir() else p
     if p.exists() or p.suffix == ".npz":
         return p
     if re.fullmatch(r"[0-9a-f]{32}", resume) and tracking_cfg.backend == "mlflow":
@@ -82,7 +90,7 @@ def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
         folder = run.data.tags.get("checkpoint_dir")
         if not folder:
             raise PgpongError(f"resume={resume}: MLflow run has no checkpoint_dir tag (started before checkpoints)")
-        return checkpoint.latest(folder)
+        return Path(folder)
     raise PgpongError(f"resume={resume}: neither a checkpoint file, a folder of checkpoints, nor an MLflow run id")
 
 
@@ -103,10 +111,7 @@ def resume_config(cfg, overrides: list[str], saved: dict, path):
     for key, value in naming.flatten(OmegaConf.create(saved)).items():
         if key == "resume" or any(key == k or key.startswith(k + ".") for k in explicit):
             continue
-        try:
-            OmegaConf.update(merged, key, value, merge=False)
-        except Exception:
-            print(f"pgpong: note: checkpoint config key {key} is unknown to this version; ignored", file=sys.stderr)
+        OmegaConf.update(merged, key, value, merge=False)    # every key known: checked by read_checkpoint
     for key in SHAPE_KEYS:
         now = OmegaConf.to_container(OmegaConf.select(merged, key)) if OmegaConf.is_config(
             OmegaConf.select(merged, key)) else OmegaConf.select(merged, key)
@@ -133,12 +138,9 @@ def run(cfg) -> dict:
         ckpt = saved = None
         try:
             if multirun and not cfg.resume and cluster.rerun_checkpoint(out_dir):   # a requeued/retried job
-                cfg.resume = str(cluster.rerun_checkpoint(out_dir))
+                cfg.resume = str(cluster.rerun_checkpoint(out_dir).parent)             # its newest valid one
             if cfg.resume:
-                path = find_checkpoint(cfg.resume, launch_dir, cfg.tracking)
-                arrays, saved = checkpoint.load(path)
-                if not isinstance(saved.get("config"), dict):
-                    raise PgpongError(f"{path}: no training config inside (not a pgpong checkpoint?)")
+                arrays, saved, path = load_checkpoint(cfg.resume, launch_dir, cfg.tracking)
                 cfg = resume_config(cfg, overrides, saved["config"], path)
                 ckpt = (arrays, saved, path)
             config.validate(cfg)

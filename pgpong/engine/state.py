@@ -4,8 +4,10 @@ TrainState holds the numbers of training (weights, optimizer memory, the batch g
 counters, every episode's reward); Live holds its rollout side (per env group, the episodes in
 flight and the actions sent). A checkpoint file (`checkpoints/ckpt-e<episode>-s<steps>.npz`,
 written with pgpong/engine/checkpoint.py) holds both plus the random generator and, where the
-emulators can be saved, their states; `restore_state` checks every array against the config.
+emulators can be saved, their states. A file is data: `check_checkpoint` and `check_model` check
+every metadata field and every array against the (validated) config before anything is used.
 """
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from omegaconf import OmegaConf
 from pgpong.core import optim, policy
 from pgpong.core.preprocess import crop_window, frame_size, input_size
 from pgpong.engine import checkpoint
-from pgpong.engine.envs import draw_env_seeds
+from pgpong.engine.envs import check_ale_state, draw_env_seeds
 from pgpong.engine.rollout import Episode, Rollout
 from pgpong.errors import PgpongError
 
@@ -90,8 +92,8 @@ def _pack_episode(arrays: dict, prefix: str, ep: Episode) -> None:
         arrays[prefix + k] = np.asarray(getattr(ep, k))
 
 
-def _unpack_episode(arrays: dict, prefix: str, params: dict, path) -> Episode:
-    """One saved episode, every array's shape and dtype checked against the config."""
+def _check_episode(arrays: dict, prefix: str, params: dict, updates: int, path) -> None:
+    """One saved episode's arrays: shapes and dtypes from the config, finite, indices and versions in range."""
     D, H = params["W1"].shape
     dtype, three = params["W1"].dtype, params["W2"].ndim == 2
     if prefix + "rewards" not in arrays or arrays[prefix + "rewards"].ndim != 1:
@@ -101,11 +103,21 @@ def _unpack_episode(arrays: dict, prefix: str, params: dict, path) -> Episode:
                                prefix + "dlogps": (((T, 3) if three else (T,)), dtype),
                                prefix + "p_up": ((T,), dtype), prefix + "rewards": ((T,), np.float64),
                                prefix + "version": ((T,), np.int64)}, path)
-    idx_flat, val_flat = arrays[prefix + "idx"], arrays[prefix + "val"]
-    checkpoint.expect(arrays, {prefix + "idx": (idx_flat.shape, np.int32), prefix + "val": (idx_flat.shape, np.int8)},
-                      path)
+    checkpoint.expect(arrays, {prefix + "idx": (arrays.get(prefix + "idx", np.empty(0)).shape, np.int32)}, path)
+    idx_flat = arrays[prefix + "idx"]
+    checkpoint.expect(arrays, {prefix + "val": (idx_flat.shape, np.int8)}, path)
     if idx_flat.ndim != 1 or (idx_flat.size and (idx_flat.min() < 0 or idx_flat.max() >= D)):
         raise PgpongError(f"{path}: {prefix}idx holds input indices outside 0..{D - 1}")
+    version = arrays[prefix + "version"]
+    if version.size and (version.min() < 0 or version.max() > updates):
+        raise PgpongError(f"{path}: {prefix}version holds parameter versions outside 0..{updates} (updates)")
+    checkpoint.require_finite(arrays, path, [prefix + k for k in ("hs", "dlogps", "p_up", "rewards")])
+    checkpoint.unpack_ragged(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx")
+
+
+def _unpack_episode(arrays: dict, prefix: str, path) -> Episode:
+    """One saved episode (checked by _check_episode)."""
+    idx_flat, val_flat = arrays[prefix + "idx"], arrays[prefix + "val"]
     return Episode(idx=checkpoint.unpack_ragged(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx"),
                    val=checkpoint.unpack_ragged(val_flat, arrays[prefix + "idx_off"], path, prefix + "val"),
                    **{k: _fresh(arrays[prefix + k]) for k in EPISODE_FIELDS})
@@ -156,55 +168,186 @@ def write_checkpoint(cfg, state: TrainState, rng, envs, live: Live, folder, extr
     return path
 
 
+COUNTS = ("episode", "steps", "updates", "batch_episodes", "batch_steps", "batch_stale_steps", "leftover", "num_envs")
+SUMS = ("batch_p_up", "batch_value_loss")
+CKPT_META = {"kind", "version", "config", *COUNTS, *SUMS, "running", "rng", "groups", "envs"}
+RUN_META = {"mlflow_run_id", "run_name"}     # added by `python -m pgpong.run` (write_checkpoint's extra_meta)
+MODEL_META = {"kind", "episode", "config"}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and bool(np.isfinite(v))
+
+
+def _check_rng_state(value, path, key: str) -> None:
+    """A bit generator state that numpy's PCG64 (the run's generator) accepts."""
+    try:
+        np.random.PCG64().state = value
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise PgpongError(f"{path}: {key}: not a random generator state ({e})") from None
+
+
+def check_kind(meta: dict, kind: str, path) -> None:
+    """The file is a `kind` ("model" or "checkpoint"): said before its contents are checked."""
+    if meta.get("kind") != kind:
+        raise PgpongError(f"{path}: a {meta.get('kind', 'unknown')!r} file, not a {kind} "
+                          f"(resume needs checkpoints/ckpt-*.npz; play needs a model.npz)")
+
+
+def _check_meta_keys(meta: dict, allowed: set, kind: str, path) -> None:
+    check_kind(meta, kind, path)
+    for key in meta:
+        if key not in allowed:
+            raise PgpongError(f"{path}: unexpected metadata key {key!r}")
+
+
+def _check_names(arrays: dict, expected, path) -> None:
+    for name in arrays:
+        if name not in expected:
+            raise PgpongError(f"{path}: unexpected array {name!r}")
+
+
+def _check_weights(cfg, arrays: dict, path, prefix: str, what: str) -> TrainState:
+    """The weights of cfg's policy in `arrays` (names under `prefix`): shapes, dtypes, finite.
+    Returns a fresh state of cfg, the reference for the other arrays.
+
+    W1 is checked before anything of cfg's size is allocated, so a file's H or crop cannot ask for
+    more memory than the file itself holds."""
+    D, dtype = input_size(cfg.crop, cfg.input.kind), np.dtype(cfg.dtype)
+    checkpoint.expect(arrays, {prefix + "W1": ((D, cfg.H), dtype)}, path, what)
+    ref = new_state(cfg, np.random.default_rng(0))
+    expected = {f"{prefix}{k}": (v.shape, v.dtype) for k, v in ref.params.items()}
+    checkpoint.expect(arrays, expected, path, what)
+    checkpoint.require_finite(arrays, path, list(expected))
+    return ref
+
+
+def check_model(cfg, arrays: dict, meta: dict, path) -> None:
+    """A model file (save_model) for the validated config cfg: its metadata and weights, nothing else."""
+    _check_meta_keys(meta, MODEL_META, "model", path)
+    if not (_is_int(meta.get("episode")) and meta["episode"] >= 0):
+        raise PgpongError(f"{path}: episode={meta.get('episode')!r}: must be an integer >= 0")
+    ref = _check_weights(cfg, arrays, path, "", "model")
+    _check_names(arrays, ref.params, path)
+
+
+def check_checkpoint(cfg, arrays: dict, meta: dict, path) -> None:
+    """A training checkpoint for the validated config cfg: every metadata field and every array.
+
+    Counters, sums, generator states and env states are typed and in range; weights, optimizer
+    memory, batch gradient, rewards and saved episodes have the shapes and dtypes cfg implies and
+    are finite; no key or array is left unchecked.
+    """
+    _check_meta_keys(meta, CKPT_META | RUN_META, "checkpoint", path)
+    if meta.get("version") != CKPT_VERSION:
+        raise PgpongError(f"{path}: checkpoint format version {meta.get('version')}, this pgpong reads {CKPT_VERSION}")
+    for key in COUNTS:
+        if not (_is_int(meta.get(key)) and meta[key] >= (1 if key == "num_envs" else 0)):
+            raise PgpongError(f"{path}: {key}={meta.get(key)!r}: must be an integer >= {int(key == 'num_envs')}")
+    for key in SUMS:
+        if not _is_number(meta.get(key)):
+            raise PgpongError(f"{path}: {key}={meta.get(key)!r}: must be a finite number")
+    if meta.get("running") is not None and not _is_number(meta["running"]):
+        raise PgpongError(f"{path}: running={meta['running']!r}: must be a finite number or null")
+    _check_rng_state(meta.get("rng"), path, "rng")
+    groups, n = meta.get("groups"), meta["num_envs"]
+    if not (isinstance(groups, list) and groups and all(_is_int(g) and g >= 1 for g in groups) and sum(groups) == n):
+        raise PgpongError(f"{path}: groups={groups!r}: must be positive env counts adding up to num_envs={n}")
+    if meta.get("mlflow_run_id") is not None and not re.fullmatch(r"[0-9a-f]{32}", str(meta["mlflow_run_id"])):
+        raise PgpongError(f"{path}: mlflow_run_id={meta['mlflow_run_id']!r}: must be an MLflow run id (32 hex digits)")
+    if "run_name" in meta and not isinstance(meta["run_name"], str):
+        raise PgpongError(f"{path}: run_name={meta['run_name']!r}: must be a string")
+
+    ref = _check_weights(cfg, arrays, path, "param.", "checkpoint")
+    expected = {f"opt.{k}": (v.shape, v.dtype) for k, v in ref.opt_state.items()}
+    expected.update({f"grad.{k}": (v.shape, v.dtype) for k, v in ref.grad_buffer.items()})
+    expected["rewards"] = ((meta["episode"],), np.float64)
+    checkpoint.expect(arrays, expected, path)
+    checkpoint.require_finite(arrays, path, [k for k in expected if k != "opt.t"])
+    names = {f"param.{k}" for k in ref.params} | set(expected)
+    if meta["leftover"] > len(arrays):       # each saved episode is several arrays
+        raise PgpongError(f"{path}: leftover={meta['leftover']}: more episodes than the file holds arrays")
+    prefixes = [f"left{j}." for j in range(meta["leftover"])]
+    if meta.get("envs") is not None:
+        names |= _check_envs(cfg, arrays, meta, path)
+        prefixes += [f"env{i}." for i in range(n)]
+    for prefix in prefixes:
+        _check_episode(arrays, prefix, ref.params, meta["updates"], path)
+        names |= {prefix + k for k in ("idx", "idx_off", "val", *EPISODE_FIELDS)}
+    _check_names(arrays, names, path)
+
+
+def _check_envs(cfg, arrays: dict, meta: dict, path) -> set:
+    """The emulator states and per-group frames and actions of a gymnasium-path checkpoint; their names."""
+    envs, n, F = meta["envs"], meta["num_envs"], frame_size(cfg.crop)
+    if not (isinstance(envs, list) and len(envs) == n):
+        raise PgpongError(f"{path}: envs: must be a list of {n} emulator states (num_envs)")
+    names = set()
+    for i, m in enumerate(envs):
+        if not (isinstance(m, dict) and set(m) == {"np_random", "last_action", "elapsed_steps"}):
+            raise PgpongError(f"{path}: envs.{i}: must hold exactly np_random, last_action, elapsed_steps")
+        _check_rng_state(m["np_random"], path, f"envs.{i}.np_random")
+        if not (_is_int(m["last_action"]) and m["last_action"] >= 0):
+            raise PgpongError(f"{path}: envs.{i}.last_action={m['last_action']!r}: must be an ALE action (an integer >= 0)")
+        if m["elapsed_steps"] is not None and not (_is_int(m["elapsed_steps"]) and m["elapsed_steps"] >= 0):
+            raise PgpongError(f"{path}: envs.{i}.elapsed_steps={m['elapsed_steps']!r}: must be an integer >= 0 or null")
+        ale = arrays.get(f"env{i}.ale")
+        if ale is None or ale.dtype != np.uint8 or ale.ndim != 1:
+            raise PgpongError(f"{path}: env{i}.ale: must be the emulator's saved state (uint8 bytes)")
+        check_ale_state(ale, f"{path}: env{i}.ale")
+        names.add(f"env{i}.ale")
+    allowed_actions = policy.ACTIONS[cfg.actions.kind]
+    for k, size in enumerate(meta["groups"]):
+        g = f"group{k}."
+        checkpoint.expect(arrays, {g + "cur": ((size, F), np.uint8), g + "prev": ((size, F), np.uint8),
+                                   g + "has_prev": ((size,), np.bool_)}, path)
+        names |= {g + "cur", g + "prev", g + "has_prev"}
+        if g + "actions" in arrays:
+            checkpoint.expect(arrays, {g + "actions": ((size,), np.int64)}, path)
+            if not np.isin(arrays[g + "actions"], allowed_actions).all():
+                raise PgpongError(f"{path}: {g}actions holds actions outside {allowed_actions} "
+                                  f"(actions.kind={cfg.actions.kind})")
+            names.add(g + "actions")
+    return names
+
+
 def restore_state(cfg, arrays: dict, meta: dict, rng: np.random.Generator, envs, path) -> tuple[TrainState, Live]:
     """The TrainState and the rollouts saved in a checkpoint; rng and envs are put back where they were.
 
-    Every array is checked against the shapes this config needs, so a file from another
-    config (or a crafted one) gives an error naming what differs instead of a silent broadcast.
-    Emulators without `restore` (the vector path) are reseeded from (seed, steps) and start new
-    episodes: the episodes that were in flight are not continued.
+    Everything in the file is checked against this config first (check_checkpoint), so a file
+    from another config (or a crafted one) gives an error naming what differs instead of a
+    silent broadcast. Emulators without `restore` (the vector path) are reseeded from
+    (seed, steps) and start new episodes: the episodes that were in flight are not continued.
     """
-    if meta.get("kind") != "checkpoint":
-        raise PgpongError(f"{path}: a {meta.get('kind', 'unknown')!r} file, not a training checkpoint "
-                          f"(resume needs checkpoints/ckpt-*.npz)")
-    if meta.get("version") != CKPT_VERSION:
-        raise PgpongError(f"{path}: checkpoint format version {meta.get('version')}, this pgpong reads {CKPT_VERSION}")
+    check_checkpoint(cfg, arrays, meta, path)
     ref = new_state(cfg, np.random.default_rng(0))
-    expected = {f"param.{k}": (v.shape, v.dtype) for k, v in ref.params.items()}
-    expected.update({f"opt.{k}": (v.shape, v.dtype) for k, v in ref.opt_state.items()})
-    expected.update({f"grad.{k}": (v.shape, v.dtype) for k, v in ref.grad_buffer.items()})
-    checkpoint.expect(arrays, expected, path)
-    checkpoint.require_finite(arrays, path, [k for k in expected if not k.startswith("opt.t")])
-    try:
-        state = TrainState(
-            params={k: _fresh(arrays[f"param.{k}"]) for k in ref.params},
-            opt_state={k: _fresh(arrays[f"opt.{k}"]) for k in ref.opt_state},
-            grad_buffer={k: _fresh(arrays[f"grad.{k}"]) for k in ref.grad_buffer},
-            episode=int(meta["episode"]), steps=int(meta["steps"]), updates=int(meta["updates"]),
-            running=None if meta["running"] is None else float(meta["running"]),
-            batch_episodes=int(meta["batch_episodes"]), batch_steps=int(meta["batch_steps"]),
-            batch_p_up=float(meta["batch_p_up"]), batch_value_loss=float(meta["batch_value_loss"]),
-            batch_stale_steps=int(meta["batch_stale_steps"]),
-            rewards=[float(r) for r in arrays["rewards"]])
-        rng_state = meta["rng"]
-        n, sizes, n_left = int(meta["num_envs"]), [int(x) for x in meta["groups"]], int(meta["leftover"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PgpongError(f"{path}: checkpoint metadata is incomplete ({type(e).__name__}: {e})") from None
-    if arrays["rewards"].shape != (state.episode,):
-        raise PgpongError(f"{path}: rewards has shape {arrays['rewards'].shape} for {state.episode} episodes")
+    state = TrainState(
+        params={k: _fresh(arrays[f"param.{k}"]) for k in ref.params},
+        opt_state={k: _fresh(arrays[f"opt.{k}"]) for k in ref.opt_state},
+        grad_buffer={k: _fresh(arrays[f"grad.{k}"]) for k in ref.grad_buffer},
+        episode=meta["episode"], steps=meta["steps"], updates=meta["updates"],
+        running=None if meta["running"] is None else float(meta["running"]),
+        batch_episodes=meta["batch_episodes"], batch_steps=meta["batch_steps"],
+        batch_p_up=float(meta["batch_p_up"]), batch_value_loss=float(meta["batch_value_loss"]),
+        batch_stale_steps=meta["batch_stale_steps"], rewards=[float(r) for r in arrays["rewards"]])
+    n, sizes = meta["num_envs"], meta["groups"]
     if n != envs.num_envs:
         raise PgpongError(f"{path}: saved with env.num_envs={n}, this run has {envs.num_envs}")
-    leftover = [_unpack_episode(arrays, f"left{j}.", ref.params, path) for j in range(n_left)]
-    try:
-        rng.bit_generator.state = rng_state
-    except (TypeError, ValueError, KeyError) as e:
-        raise PgpongError(f"{path}: random generator state unusable ({e})") from None
-    if meta.get("envs") is not None and hasattr(envs, "restore"):
+    leftover = [_unpack_episode(arrays, f"left{j}.", path) for j in range(meta["leftover"])]
+    rng.bit_generator.state = meta["rng"]
+    if meta["envs"] is not None and hasattr(envs, "restore"):
         if sizes != [g.num_envs for g in envs.groups]:
             raise PgpongError(f"{path}: saved with env groups of {sizes} envs, this run has "
                               f"{[g.num_envs for g in envs.groups]}")
-        live = _restore_rollouts(cfg, arrays, ref.params, sizes, path)
-        envs.restore(arrays, meta["envs"])
+        live = _restore_rollouts(cfg, arrays, sizes, path)
+        try:
+            envs.restore(arrays, meta["envs"])
+        except PgpongError as e:
+            raise PgpongError(f"{path}: {e}") from None
     else:   # no emulator state (AtariVectorEnv): new episodes on fresh seeds, derived from (seed, steps)
         if hasattr(envs, "reseed"):
             envs.reseed(draw_env_seeds(np.random.default_rng([cfg.seed, state.steps]), n))
@@ -225,22 +368,15 @@ def _fresh(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _restore_rollouts(cfg, arrays: dict, params: dict, sizes: list, path) -> Live:
-    """Per group: its Rollout (frames, episodes in flight) and the actions sent, each array checked."""
-    F = frame_size(cfg.crop)
+def _restore_rollouts(cfg, arrays: dict, sizes: list, path) -> Live:
+    """Per group: its Rollout (frames, episodes in flight) and the actions sent (checked by _check_envs)."""
     settings = rollout_settings(cfg)
     rollouts, sent, first = [], [], 0
     for k, n in enumerate(sizes):
         g = f"group{k}."
-        checkpoint.expect(arrays, {g + "cur": ((n, F), np.uint8), g + "prev": ((n, F), np.uint8),
-                                   g + "has_prev": ((n,), np.bool_)}, path)
-        episodes = [_unpack_episode(arrays, f"env{first + i}.", params, path) for i in range(n)]
+        episodes = [_unpack_episode(arrays, f"env{first + i}.", path) for i in range(n)]
         rollouts.append(Rollout.resume(arrays[g + "cur"], arrays[g + "prev"], arrays[g + "has_prev"], episodes,
-                                       dtype=params["W1"].dtype, **settings))
-        if g + "actions" in arrays:
-            checkpoint.expect(arrays, {g + "actions": ((n,), np.int64)}, path)
-            sent.append(_fresh(arrays[g + "actions"]))
-        else:
-            sent.append(None)
+                                       dtype=np.dtype(cfg.dtype), **settings))
+        sent.append(_fresh(arrays[g + "actions"]) if g + "actions" in arrays else None)
         first += n
     return Live(rollouts, sent)
