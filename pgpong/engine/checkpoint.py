@@ -23,9 +23,16 @@ CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
 
 
 def save(path, arrays: dict, meta: dict) -> Path:
-    """Write arrays + meta atomically to `path` (see pgpong/files.py)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{META: np.asarray(json.dumps(meta))}, **arrays)
+    """Write arrays + meta atomically to `path` (see pgpong/files.py).
+
+    A write that fails (disk full, read-only or unwritable folder) is a PgpongError naming the
+    file; the files written before are untouched and no temp file is left.
+    """
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{META: np.asarray(json.dumps(meta))}, **arrays)
+    except OSError as e:
+        raise PgpongError(f"{path}: cannot write it ({e.strerror or e}); the files written before it are kept") from None
     return Path(path)
 
 
