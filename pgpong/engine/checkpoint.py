@@ -32,7 +32,8 @@ def save(path, arrays: dict, meta: dict) -> Path:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **{META: np.asarray(json.dumps(meta))}, **arrays)
     except OSError as e:
-        raise PgpongError(f"{path}: cannot write it ({e.strerror or e}); the files written before it are kept") from None
+        raise PgpongError(f"{path}: cannot write it ({e.strerror or e}); "
+                          f"the files written before it are kept") from None
     return Path(path)
 
 

@@ -136,7 +136,7 @@ class GymEnvs:
                 env.unwrapped.restore_state(ale_state)
                 env.unwrapped.np_random.bit_generator.state = m["np_random"]
                 self.last_actions[i] = int(m["last_action"])
-            except (RuntimeError, SystemError, ValueError, TypeError, KeyError) as e:   # SystemError: ale-py's for bad bytes
+            except (RuntimeError, SystemError, ValueError, TypeError, KeyError) as e:   # SystemError: bad bytes
                 raise PgpongError(f"env{i}.ale: the emulator state cannot be restored ({e})") from None
             limit = _time_limit(env)
             if limit is not None:

@@ -292,7 +292,8 @@ def _check_envs(cfg, arrays: dict, meta: dict, path) -> set:
             raise PgpongError(f"{path}: envs.{i}: must hold exactly np_random, last_action, elapsed_steps")
         _check_rng_state(m["np_random"], path, f"envs.{i}.np_random")
         if not (_is_int(m["last_action"]) and m["last_action"] >= 0):
-            raise PgpongError(f"{path}: envs.{i}.last_action={m['last_action']!r}: must be an ALE action (an integer >= 0)")
+            raise PgpongError(f"{path}: envs.{i}.last_action={m['last_action']!r}: must be an ALE action "
+                              f"(an integer >= 0)")
         if m["elapsed_steps"] is not None and not (_is_int(m["elapsed_steps"]) and m["elapsed_steps"] >= 0):
             raise PgpongError(f"{path}: envs.{i}.elapsed_steps={m['elapsed_steps']!r}: must be an integer >= 0 or null")
         ale = arrays.get(f"env{i}.ale")
