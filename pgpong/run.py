@@ -85,23 +85,26 @@ def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
             raise PgpongError(f"resume={resume}: MLflow run has no checkpoint_dir tag (started before checkpoints)")
         started_from = run.data.tags.get("resumed_from_checkpoint")
         if not checkpoint.list_checkpoints(folder) and started_from and Path(started_from).is_file():
-            return Path(started_from)   # its last process was stopped before writing a checkpoint of its own
+            remove_stale_temps(Path(folder))   # its last process was stopped before (or while) writing one
+            return Path(started_from)
         return checkpoint.latest(folder)
     raise PgpongError(f"resume={resume}: neither a checkpoint file, a folder of checkpoints, nor an MLflow run id")
 
 
-def stopped_out_dir(ckpt: Path) -> Path:
-    """The output folder of the run that wrote checkpoint `ckpt`; its stale temp files are removed.
+def remove_stale_temps(ckpt_folder: Path) -> None:
+    """Delete the temp files a kill during an atomic write left in a stopped run's checkpoints/ and output folder.
 
-    A kill during an atomic write leaves a temp file beside its target; a resumed run writes into a
-    new folder, so nothing else would ever delete them.
+    A resumed run writes into a new folder, so nothing else would ever delete them.
     """
-    if ckpt.parent.name != "checkpoints":
-        return ckpt.parent
-    out = ckpt.parent.parent
-    for p in [*remove_temps(ckpt.parent), *remove_temps(out)]:
-        print(f"pgpong: removed {p} (left by an interrupted write)", file=sys.stderr)
-    return out
+    if ckpt_folder.name == "checkpoints":
+        for p in [*remove_temps(ckpt_folder), *remove_temps(ckpt_folder.parent)]:
+            print(f"pgpong: removed {p} (left by an interrupted write)", file=sys.stderr)
+
+
+def stopped_out_dir(ckpt: Path) -> Path:
+    """The output folder of the run that wrote checkpoint `ckpt` (its stale temp files removed)."""
+    remove_stale_temps(ckpt.parent)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
 def override_keys(overrides: list[str]) -> list[str]:
