@@ -4,6 +4,7 @@ Real training processes, real SIGKILL, a real `mlflow server` stopped and starte
 case ends with one MLflow run whose episode/* metrics hold every step 1..N once and whose
 train/* metrics hold every update once, at the episode it happened.
 """
+import json
 import os
 import random
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from pgpong.tracking.tracker import MlflowTracker
 from pgpong.tracking.tracker import main as tracking_main
 from tests.conftest import run_cli
 from tests.test_tracking_server import QUICK_HTTP, Server
@@ -108,25 +110,52 @@ def test_a_hard_kill_after_a_checkpoint_then_resume_leaves_every_episode_once(tm
     assert not any(p.exists() for p in stale) and not list(tmp_path.glob("outputs/**/*.tmp"))
 
 
+def episodes_in(client: MlflowClient) -> int:
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return max((m.step for m in client.get_metric_history(runs[0].info.run_id, "episode/reward")), default=0) \
+        if runs else 0
+
+
+def kill9_when(proc: subprocess.Popen, condition, what: str, timeout=120) -> None:
+    """SIGKILL at a moment `condition()` holds, checked with the process frozen (SIGSTOP) so it cannot move on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_until(condition, proc, what, timeout=max(deadline - time.monotonic(), 1))
+        proc.send_signal(signal.SIGSTOP)
+        if condition():
+            assert kill9(proc)
+            return
+        proc.send_signal(signal.SIGCONT)
+
+
 def test_hard_kills_at_random_moments_each_followed_by_resume_leave_one_run_with_every_episode_once(tmp_path):
-    # metrics flushed every 0.3 s, checkpoints every 4 episodes: kills land with episodes after the
-    # last checkpoint already in MLflow (played again on resume) and in start-up (no checkpoint of its own yet)
+    # metrics flushed every 0.2 s, checkpoints every 12 episodes; three kills, each followed by resume=:
+    # 1. while MLflow holds episodes past the newest checkpoint (the resumed run plays them again)
+    # 2. in start-up, the run reopened but no checkpoint of that process yet (the next resume
+    #    falls back to the checkpoint it started from)
+    # 3. at a random moment
     n, rng = 150, random.Random(13)
-    args = ARGS + [f"episodes={n}", "checkpoint_every=4", "tracking.flush_every_s=0.3"]
+    args = ARGS + [f"episodes={n}", "checkpoint_every=12", "tracking.flush_every_s=0.2"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     proc = start(args, tmp_path, "run0.log")
-    wait_until(lambda: checkpoints(tmp_path), proc, "a first checkpoint")
-    time.sleep(rng.uniform(0.0, 1.0))
-    assert kill9(proc), "the run finished before the first kill: nothing was tested"
+    kill9_when(proc, lambda: checkpoints(tmp_path) and episodes_in(client) > checkpoints(tmp_path)[-1],
+               "episodes in MLflow past a checkpoint")
+    assert max(checkpoints(tmp_path)) < episodes_in(client) < n
     run_id = the_run(client).info.run_id
-    kills = 1
-    for i in range(1, 3):
-        proc = start([f"resume={run_id}"], tmp_path, f"run{i}.log")
-        time.sleep(rng.uniform(2.0, 8.0))     # start-up takes a few seconds: some kills land there
-        kills += kill9(proc)
+
+    before = checkpoints(tmp_path)
+    proc = start([f"resume={run_id}"], tmp_path, "run1.log")
+    kill9_when(proc, lambda: "resumed from" in (tmp_path / "run1.log").read_text() and checkpoints(tmp_path) == before,
+               "the resumed run's start, before its first checkpoint")
+    assert checkpoints(tmp_path) == before
+
+    proc = start([f"resume={run_id}"], tmp_path, "run2.log")
+    time.sleep(rng.uniform(2.0, 8.0))
+    kill9(proc)
     resume_to_the_end(run_id, tmp_path)
     run = the_run(client)
-    assert run.info.status == "FINISHED" and int(run.data.tags["resume_count"]) == kills >= 2
+    # resume_count counts the processes that reopened the run: the second, perhaps the third, the last
+    assert run.info.status == "FINISHED" and int(run.data.tags["resume_count"]) in (2, 3)
     assert "pgpong.data_loss" not in run.data.tags
     assert_every_metric_once(client, run_id, n)
 
@@ -147,6 +176,27 @@ def test_a_run_whose_store_lost_points_says_so_with_a_tag_and_one_line(tmp_path)
     run = the_run(client)
     assert "episode/reward: episode 2-3 missing" in run.data.tags["pgpong.data_loss"]
     assert "train/update: update 1 missing" in run.data.tags["pgpong.data_loss"]     # update 1 was at episode 3
+
+
+def test_replaying_a_backlog_leaves_out_points_the_run_holds_and_twice_adds_nothing(tmp_path):
+    # the issue's case: the run holds episodes 1-7 and, resumed without the backlog, 16-20 played
+    # again; the stopped process's backlog holds 8-20 (other values, other times) and its KILLED end
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = MlflowTracker(uri, "durability", "r", {"resume_count": 1})
+    for e in [*range(1, 8), *range(16, 21)]:
+        tracker.log_metrics({"episode/reward": -1.0}, step=e)
+    tracker.end("FINISHED")
+    kept = [{"op": "header", "uri": uri, "run_id": tracker.run_id, "resume_count": 0},
+            {"op": "metrics", "metrics": [{"key": "episode/reward", "value": 1.0, "timestamp": 1000 + e, "step": e}
+                                          for e in range(8, 21)]},
+            {"op": "end", "status": "KILLED"}]
+    for i in range(2):
+        (tmp_path / f"kept{i}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in kept))
+        assert tracking_main(["replay", str(tmp_path / f"kept{i}.jsonl")]) == 0
+    client = MlflowClient(uri)
+    history = sorted((m.step, m.value) for m in client.get_metric_history(tracker.run_id, "episode/reward"))
+    assert history == [(e, 1.0 if 8 <= e <= 15 else -1.0) for e in range(1, 21)]   # the first write of each kept
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"   # resumed since: its status is not the backlog's
 
 
 def test_a_tracking_outage_then_a_hard_kill_then_resume_and_replays_leave_every_episode_once(tmp_path, monkeypatch):
