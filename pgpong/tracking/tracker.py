@@ -210,7 +210,8 @@ class MlflowTracker:
             sent, skipped = send_kept(self.client, self.run_id, ops, self._present, with_end=False)
         except Exception as e:
             raise PgpongError(f"{path}: the writes the stopped run kept could not be sent to {self.uri} "
-                              f"({type(e).__name__}: {e}); the file is kept: resume again once the store answers") from None
+                              f"({type(e).__name__}: {e}); the file is kept: resume again once the store answers"
+                              ) from None
         path.unlink()
         print(f"pgpong: {sent} writes the stopped run kept in {path} sent ({skipped} metric points were there already)",
               file=sys.stderr, flush=True)
