@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from pgpong.tracking.tracker import MlflowTracker
@@ -199,6 +200,7 @@ def test_replaying_a_backlog_leaves_out_points_the_run_holds_and_twice_adds_noth
     assert client.get_run(tracker.run_id).info.status == "FINISHED"   # resumed since: its status is not the backlog's
 
 
+@pytest.mark.slow
 def test_a_tracking_outage_then_a_hard_kill_then_resume_and_replays_leave_every_episode_once(tmp_path, monkeypatch):
     # the server crashes mid-run (SIGKILL), the run goes on keeping its writes in its backlog and is
     # itself killed after a checkpoint that covers episodes only the backlog holds; the server comes back
