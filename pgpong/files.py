@@ -32,6 +32,17 @@ def atomic_path(path, suffix: str = ""):
     _fsync(path.parent, os.O_RDONLY)
 
 
+def remove_temps(folder, name: str = "*") -> list[Path]:
+    """Delete the temp files interrupted atomic writes of `name` (a glob) left in folder; returns them.
+
+    Only for a folder no writer is using (e.g. the output folder of a stopped run).
+    """
+    found = sorted(Path(folder).glob(f"{name}.{'?' * 8}{TMP_SUFFIX}*"))   # mkstemp's 8 random characters
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
 def write_atomic(path, data: str | bytes) -> Path:
     """`path` holds `data` (text is written as UTF-8), all at once."""
     with atomic_path(path) as tmp:

@@ -21,8 +21,10 @@ from omegaconf import OmegaConf
 
 from pgpong import cluster, config
 from pgpong.cli import precheck
+from pgpong.engine import checkpoint
 from pgpong.engine.state import SHAPE_KEYS
 from pgpong.errors import Interrupted, PgpongError, say_error
+from pgpong.files import remove_temps
 from pgpong.launch import newest_valid_checkpoint, read_checkpoint, start, train_run
 from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.tracking import naming
@@ -90,8 +92,28 @@ def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
         folder = run.data.tags.get("checkpoint_dir")
         if not folder:
             raise PgpongError(f"resume={resume}: MLflow run has no checkpoint_dir tag (started before checkpoints)")
+        started_from = run.data.tags.get("resumed_from_checkpoint")
+        if not checkpoint.list_checkpoints(folder) and started_from and Path(started_from).is_file():
+            remove_stale_temps(Path(folder))   # its last process was stopped before (or while) writing one
+            return Path(started_from)
         return Path(folder)
     raise PgpongError(f"resume={resume}: neither a checkpoint file, a folder of checkpoints, nor an MLflow run id")
+
+
+def remove_stale_temps(ckpt_folder: Path) -> None:
+    """Delete the temp files a kill during an atomic write left in a stopped run's checkpoints/ and output folder.
+
+    A resumed run writes into a new folder, so nothing else would ever delete them.
+    """
+    if ckpt_folder.name == "checkpoints":
+        for p in [*remove_temps(ckpt_folder), *remove_temps(ckpt_folder.parent)]:
+            print(f"pgpong: removed {p} (left by an interrupted write)", file=sys.stderr)
+
+
+def stopped_out_dir(ckpt: Path) -> Path:
+    """The output folder of the run that wrote checkpoint `ckpt` (its stale temp files removed)."""
+    remove_stale_temps(ckpt.parent)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
 def override_keys(overrides: list[str]) -> list[str]:
@@ -165,7 +187,11 @@ def run(cfg) -> dict:
             tags[naming.NOTE_TAG] = naming.description(cfg, choices, overrides)
         tags.update(sweep_tags)
         tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
-                               resume_run_id=(saved or {}).get("mlflow_run_id"))
+                               resume_run_id=(saved or {}).get("mlflow_run_id"),
+                               stopped_out_dir=stopped_out_dir(ckpt[2]) if ckpt else None)
+        # the first episode and update this MLflow run should hold (a new run made from a checkpoint: after it)
+        first = (begun.state.episode, begun.state.updates) if begun.state and not getattr(tracker, "resumed", False) \
+            else (0, 0)
         status = "FAILED"
         try:
             print(f"pgpong: run {name!r} -> {out_dir}" + (f" (MLflow run {tracker.run_id})" if tracker.run_id else "")
@@ -173,6 +199,11 @@ def run(cfg) -> dict:
                   file=sys.stderr, flush=True)
             summary = train_run(cfg, begun, tracker, out_dir, stop=stop,
                                 ckpt_meta={"mlflow_run_id": tracker.run_id, "run_name": name})
+            lost = tracker.audit(first[0], summary["episodes"], first[1], summary["updates"])
+            if lost:
+                tracker.set_tags({"pgpong.data_loss": lost[:5000]})
+                print(f"pgpong: data loss: MLflow run {tracker.run_id} does not hold every metric once: {lost}",
+                      file=sys.stderr, flush=True)
             status = "FINISHED"
         except Interrupted as e:
             status = "KILLED"

@@ -10,7 +10,9 @@ step of the next episode can be acted with pre-update parameters (with diff inpu
 so P(UP) = 0.5 whatever the parameters). After every group's step: the checkpoint phase
 (every `checkpoint_every` episodes, on a stop signal, at the end), where each group's next
 step is chosen and sent and every finished episode learned, so a checkpoint is one consistent
-state (see pgpong/engine/state.py::checkpoint_state).
+state (see pgpong/engine/state.py::checkpoint_state). The tracker is flushed first: every metric
+a checkpoint covers is written (or kept on disk by the tracker) before the checkpoint exists, so
+a run resumed from it after a hard kill has lost none of them.
 """
 import functools
 import time
@@ -166,6 +168,7 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
             # (each group's next step chosen and sent, its row recorded, its finished episodes learned)
             reason = stop() if stop is not None else None
             if ckpt_due or reason:
+                tracker.flush()
                 save_model(out_dir / "model.npz", cfg, state)
                 ckpt = write_checkpoint(cfg, state, rng, envs, live, ckpt_dir, ckpt_meta)
                 ckpt_due, ckpt_steps = False, state.steps
@@ -174,6 +177,7 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
                     raise Interrupted(reason, state.episode, str(ckpt))
 
         if ckpt_steps != state.steps:   # the end state, so a longer run can resume from it
+            tracker.flush()
             write_checkpoint(cfg, state, rng, envs, live, ckpt_dir, ckpt_meta)
     finally:
         for g in groups:                                  # steps sent but not collected: dropped

@@ -4,14 +4,21 @@
 
 The trainer only calls `log_metrics(metrics, step)`; the tracker decides when to write. MLflow
 per-call writes cost ~10 ms against SQLite, so metrics are buffered and sent with `log_batch`
-at most every `flush_every_s` seconds, at the end, and on `flush()`.
+at most every `flush_every_s` seconds, at the end, and on `flush()` (the trainer flushes before
+every checkpoint, so what a checkpoint covers is sent or kept on disk).
 
 When the tracking server goes away mid-run, training goes on: every write that fails is kept,
-in order, in `tracking-backlog.jsonl` in the run's output folder, and retried at every
-flush (`tracking.flush_every_s`, at least 1 s apart); once the server answers again the backlog is replayed and deleted. If it is
-still there at the end, the run stays RUNNING (incomplete) on the server and the user is told
-the replay command above. SQLite's "database is locked" (two runs writing one mlflow.db) is
-retried with backoff instead.
+in order, in `tracking-backlog.jsonl` in the run's output folder (fsync'd line by line), and
+retried at every flush (`tracking.flush_every_s`, at least 1 s apart); once the server answers
+again the backlog is replayed and deleted. If it is still there at the end, the run stays
+RUNNING (incomplete) on the server and the user is told the replay command above.
+
+Exactly once: a metric point is (key, step), the step being the episode. A replay leaves out
+the points MLflow already holds for their (key, step), so replaying twice, or after a resume,
+adds nothing twice. A resumed run first sends what the stopped process kept in its backlog,
+then leaves out the points of the episodes it plays again that MLflow already has (after a hard
+kill those episodes were logged before the stop: the first write is kept). SQLite's "database
+is locked" (two runs writing one mlflow.db) is retried with backoff instead.
 """
 import contextlib
 import json
@@ -19,6 +26,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +103,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict, step: int) -> None: pass
     def log_artifact(self, path, artifact_path: str | None = None) -> None: pass
     def flush(self) -> None: pass
+    def audit(self, first_episode: int, episodes: int, first_update: int, updates: int) -> str: return ""
     def end(self, status: str = "FINISHED") -> None: pass
 
 
@@ -134,7 +143,7 @@ class MlflowTracker:
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict,
                  flush_every_s: float = 10.0, parent_run_id: str | None = None,
-                 resume_run_id: str | None = None, backlog_path=None):
+                 resume_run_id: str | None = None, backlog_path=None, stopped_backlog=None):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         from mlflow.tracking import MlflowClient
@@ -146,12 +155,12 @@ class MlflowTracker:
         tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        self.resumed = False
+        self.resumed, self.resume_count = False, 0
         run = self._existing_run(resume_run_id) if resume_run_id else None
         if run is not None:      # continue the interrupted run: same run id, metrics go on
             self.resumed = True
             retry_locked(self.client.update_run, run.info.run_id, status="RUNNING")
-            n = int(run.data.tags.get("resume_count", "0")) + 1
+            n = self.resume_count = int(run.data.tags.get("resume_count", "0")) + 1
             tags = {**tags, "resume_count": str(n)}
             from mlflow.entities import RunTag
             retry_locked(self.client.log_batch, run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -171,6 +180,12 @@ class MlflowTracker:
         self._pending: list = []
         self._last_flush = time.monotonic()
         self.write_s = 0.0   # seconds spent writing metrics (the cost of tracking during training)
+        # a training run continued after a stop: per key, the steps MLflow holds already (not sent again)
+        continued = self.resumed and stopped_backlog is not None
+        self._present: dict = present_steps(self.client, self.run_id, run.data.metrics) if continued else {}
+        self.skipped = 0    # points left out for that reason
+        if continued and Path(stopped_backlog).is_file():
+            self._take_over(Path(stopped_backlog))
 
     def _existing_run(self, run_id: str):
         from mlflow.exceptions import MlflowException
@@ -182,19 +197,24 @@ class MlflowTracker:
     # --- writes: straight through, or kept in order while the store is away ---------------
 
     def _do(self, op: dict) -> None:
-        from mlflow.entities import Metric, RunTag
-        kind = op["op"]
-        if kind == "metrics":
-            ms = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in op["metrics"]]
-            for i in range(0, len(ms), MAX_METRICS_PER_BATCH):
-                retry_locked(self.client.log_batch, self.run_id, metrics=ms[i:i + MAX_METRICS_PER_BATCH])
-        elif kind == "tags":
-            retry_locked(self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
-        elif kind == "artifact":
-            if Path(op["path"]).exists():
-                self.client.log_artifact(self.run_id, op["path"], op.get("artifact_path"))
-        elif kind == "end":
-            retry_locked(self.client.set_terminated, self.run_id, op["status"])
+        send_op(self.client, self.run_id, op)
+
+    def _take_over(self, path: Path) -> None:
+        """Send what a stopped process of this run kept in its backlog (points already in MLflow left out)."""
+        header, ops = read_backlog(path)
+        if header is not None and header["run_id"] != self.run_id:
+            print(f"pgpong: note: {path} belongs to MLflow run {header['run_id']}, not {self.run_id}; left as is "
+                  f"(python -m pgpong.tracking replay {path.parent})", file=sys.stderr, flush=True)
+            return
+        try:   # the status is this process's to set: the stopped one's "end" is left out
+            sent, skipped = send_kept(self.client, self.run_id, ops, self._present, with_end=False)
+        except Exception as e:
+            raise PgpongError(f"{path}: the writes the stopped run kept could not be sent to {self.uri} "
+                              f"({type(e).__name__}: {e}); the file is kept: resume again once the store answers"
+                              ) from None
+        path.unlink()
+        print(f"pgpong: {sent} writes the stopped run kept in {path} sent ({skipped} metric points were there already)",
+              file=sys.stderr, flush=True)
 
     def _submit(self, op: dict) -> None:
         if not self._backlog:
@@ -211,7 +231,7 @@ class MlflowTracker:
         self._backlog.append(op)
         if self.backlog_path:
             if not self.backlog_path.exists():
-                _append(self.backlog_path, {"op": "header", "uri": self.uri, "run_id": self.run_id})
+                _append(self.backlog_path, self._header())
             _append(self.backlog_path, op)
         self.replay()
 
@@ -242,9 +262,12 @@ class MlflowTracker:
             pass
         return True
 
+    def _header(self) -> dict:
+        return {"op": "header", "uri": self.uri, "run_id": self.run_id, "resume_count": self.resume_count}
+
     def _rewrite_backlog(self) -> None:
         if self.backlog_path:
-            lines = [{"op": "header", "uri": self.uri, "run_id": self.run_id}, *self._backlog]
+            lines = [self._header(), *self._backlog]
             _write_lines(self.backlog_path, lines)
 
     def log_params(self, params: dict) -> None:
@@ -257,9 +280,12 @@ class MlflowTracker:
         self._submit({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_metrics(self, metrics: dict, step: int) -> None:
-        now = int(time.time() * 1000)
-        self._pending.extend({"key": k, "value": float(v), "timestamp": now, "step": int(step)}
-                             for k, v in metrics.items())
+        now, step = int(time.time() * 1000), int(step)
+        for k, v in metrics.items():
+            if step in self._present.get(k, ()):    # played again after a stop; MLflow has this point
+                self.skipped += 1
+            else:
+                self._pending.append({"key": k, "value": float(v), "timestamp": now, "step": step})
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
@@ -276,7 +302,53 @@ class MlflowTracker:
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         self._submit({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
+    def audit(self, first_episode: int, episodes: int, first_update: int, updates: int) -> str:
+        """'' when the run holds episode/* at every episode first_episode+1..episodes and train/* for every
+        update first_update+1..updates, each exactly once; else one line saying what is missing or doubled.
+
+        Writes still kept for a server that is away are not counted against the run (replay sends them),
+        and a store that stops answering now gets no verdict either way.
+        """
+        self.flush()
+        if self._backlog:
+            return ""
+        try:
+            return self._audit(first_episode, episodes, first_update, updates)
+        except Exception as e:
+            if not is_unreachable(e):
+                raise
+            return ""
+
+    def _audit(self, first_episode: int, episodes: int, first_update: int, updates: int) -> str:
+        keys = set(retry_locked(self.client.get_run, self.run_id).data.metrics)
+        if episodes > first_episode:
+            keys.add("episode/reward")
+        if updates > first_update:
+            keys.add("train/update")
+
+        def history(key):
+            return retry_locked(self.client.get_metric_history, self.run_id, key)
+
+        problems, update_steps = [], Counter()
+        if "train/update" in keys:
+            h = history("train/update")
+            problems += _differences("train/update", Counter(int(m.value) for m in h),
+                                     Counter(range(first_update + 1, updates + 1)), "update")
+            update_steps = Counter({m.step: 1 for m in h})
+        for key in sorted(keys):
+            if key.startswith("episode/"):
+                want = Counter(range(first_episode + 1, episodes + 1))
+            elif key.startswith("train/") and key != "train/update":
+                want = update_steps
+            else:
+                continue
+            problems += _differences(key, Counter(m.step for m in history(key)), want, "episode")
+        return "; ".join(problems)
+
     def end(self, status: str = "FINISHED") -> None:
+        if self.skipped:
+            print(f"pgpong: {self.skipped} metric points of episodes played again after the stop were in MLflow "
+                  f"already (logged before it); those are kept", file=sys.stderr, flush=True)
         try:
             self.flush()
         finally:
@@ -286,6 +358,67 @@ class MlflowTracker:
                 print(f"pgpong: tracking store {self.uri} still unreachable: {len(self._backlog)} writes not sent, "
                       f"run {self.run_id} stays incomplete (RUNNING) there; they are in {where}; once the server "
                       f"is back: python -m pgpong.tracking replay {self.backlog_path or ''}", file=sys.stderr, flush=True)
+
+
+def send_op(client, run_id: str, op: dict) -> None:
+    """One kept write (a backlog line) sent to run_id."""
+    from mlflow.entities import Metric, RunTag
+    kind = op["op"]
+    if kind == "metrics":
+        ms = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in op["metrics"]]
+        for i in range(0, len(ms), MAX_METRICS_PER_BATCH):
+            retry_locked(client.log_batch, run_id, metrics=ms[i:i + MAX_METRICS_PER_BATCH])
+    elif kind == "tags":
+        retry_locked(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+    elif kind == "artifact":
+        if Path(op["path"]).exists():
+            client.log_artifact(run_id, op["path"], op.get("artifact_path"))
+    elif kind == "end":
+        retry_locked(client.set_terminated, run_id, op["status"])
+
+
+def present_steps(client, run_id: str, keys) -> dict:
+    """Per metric key, the steps run_id holds already."""
+    return {k: {m.step for m in retry_locked(client.get_metric_history, run_id, k)} for k in keys}
+
+
+def send_kept(client, run_id: str, ops: list, present: dict, with_end: bool = True) -> tuple[int, int]:
+    """Send kept writes in order, leaving out metric points whose (key, step) is in `present` (updated
+    with what is sent), and "end" unless with_end; (writes sent, points left out)."""
+    sent = skipped = 0
+    for op in ops:
+        if op["op"] == "end" and not with_end:
+            continue
+        if op["op"] == "metrics":
+            new = [m for m in op["metrics"] if m["step"] not in present.get(m["key"], ())]
+            skipped += len(op["metrics"]) - len(new)
+            if not new:
+                continue
+            op = {**op, "metrics": new}
+        send_op(client, run_id, op)
+        for m in op.get("metrics", ()):
+            present.setdefault(m["key"], set()).add(m["step"])
+        sent += 1
+    return sent, skipped
+
+
+def _differences(key: str, got: Counter, want: Counter, what: str) -> list[str]:
+    """What `got` lacks of `want`, and what it holds more than once or unasked, as words."""
+    missing, extra = sorted(want - got), sorted(got - want)
+    return ([f"{key}: {what} {_ranges(missing)} missing"] if missing else []) + \
+        ([f"{key}: {what} {_ranges(extra)} doubled or unexpected"] if extra else [])
+
+
+def _ranges(xs: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    out, i = [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def _append(path: Path, obj: dict) -> None:
@@ -300,31 +433,70 @@ def _write_lines(path: Path, objs: list) -> None:
     write_atomic(path, "".join(json.dumps(o) + "\n" for o in objs))
 
 
+OP_FIELDS = {"metrics": "metrics", "tags": "tags", "artifact": "path", "end": "status"}
+
+
+def read_backlog(path: Path) -> tuple[dict | None, list]:
+    """(header, kept writes) of a backlog file; (None, []) when it holds no complete line.
+
+    Lines are appended and fsync'd one by one, so a kill can cut only the last one short: a last
+    line without its newline is dropped (its write was never kept; the checkpoint does not cover it).
+    """
+    lines = path.read_text().split("\n")[:-1]   # the part after the last newline is empty or cut short
+    objs = []
+    for i, line in enumerate(lines, 1):
+        try:
+            objs.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise PgpongError(f"{path}: line {i} is not JSON; not a pgpong tracking backlog") from None
+    if not objs:
+        return None, []
+    header, ops = objs[0], objs[1:]
+    if not isinstance(header, dict) or header.get("op") != "header" or not isinstance(header.get("run_id"), str):
+        raise PgpongError(f"{path}: no header line naming a run; not a pgpong tracking backlog")
+    for i, op in enumerate(ops, 2):
+        field = OP_FIELDS.get(op.get("op")) if isinstance(op, dict) else None
+        if field is None or field not in op or (op["op"] == "metrics" and not all(
+                isinstance(m, dict) and {"key", "value", "timestamp", "step"} <= m.keys() for m in op["metrics"])):
+            raise PgpongError(f"{path}: line {i} is not a kept write (op one of {', '.join(OP_FIELDS)})")
+    return header, ops
+
+
 def replay_backlog(path) -> int:
-    """Send a backlog file's writes to the run it names; returns how many were sent."""
+    """Send a backlog file's writes to the run it names, each metric point at most once; returns how many were sent.
+
+    A run resumed since the backlog was written (higher resume_count) keeps its status: the
+    backlog's "end" is left out.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / BACKLOG_NAME
     if not path.is_file():
         raise PgpongError(f"{path}: no tracking backlog here (nothing to replay)")
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not lines or lines[0].get("op") != "header":
-        raise PgpongError(f"{path}: not a pgpong tracking backlog")
-    header, ops = lines[0], lines[1:]
+    header, ops = read_backlog(path)
+    if header is None:
+        path.unlink()
+        return 0
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     check_reachable(header["uri"])
-    t = MlflowTracker.__new__(MlflowTracker)
-    t.client, t.uri, t.run_id = MlflowClient(tracking_uri=header["uri"]), header["uri"], header["run_id"]
-    for i, op in enumerate(ops):
-        try:
-            t._do(op)
-        except Exception as e:
-            _write_lines(path, [header, *ops[i:]])
-            raise PgpongError(f"{path}: replay stopped after {i} of {len(ops)} writes ({type(e).__name__}: {e}); "
-                              f"the rest stay in the file") from None
-    t._do({"op": "tags", "tags": {"tracking_backlog_replayed": str(len(ops))}})
+    client, run_id = MlflowClient(tracking_uri=header["uri"]), header["run_id"]
+    try:
+        run = retry_locked(client.get_run, run_id)
+    except MlflowException as e:
+        raise PgpongError(f"{path}: run {run_id} is not in {header['uri']} ({e.error_code})") from None
+    later = int(run.data.tags.get("resume_count", "0")) > int(header.get("resume_count", 0))
+    present = present_steps(client, run_id, {m["key"] for op in ops if op["op"] == "metrics" for m in op["metrics"]})
+    try:
+        sent, skipped = send_kept(client, run_id, ops, present, with_end=not later)
+    except Exception as e:
+        raise PgpongError(f"{path}: replay stopped ({type(e).__name__}: {e}); the file is kept: run the command "
+                          f"again (what was sent is not sent twice)") from None
+    send_op(client, run_id, {"op": "tags", "tags": {"tracking_backlog_replayed": str(sent)}})
     path.unlink()
-    return len(ops)
+    if skipped:
+        print(f"pgpong: {skipped} metric points were in {header['uri']} already; left out", file=sys.stderr)
+    return sent
 
 
 def _param_str(v: Any) -> str:
@@ -333,17 +505,20 @@ def _param_str(v: Any) -> str:
 
 
 def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run_id: str | None = None,
-                 resume_run_id: str | None = None, out_dir=None):
+                 resume_run_id: str | None = None, out_dir=None, stopped_out_dir=None):
     """The tracker the config asks for; relative SQLite URIs resolve against launch_dir.
 
     resume_run_id: continue that run if this store has it (else a new run tagged resumed_from_run);
-    out_dir: where writes are kept while the store is unreachable.
+    out_dir: where writes are kept while the store is unreachable; stopped_out_dir (a training run
+    continued after a stop): the stopped process's output folder, whose kept writes are sent first,
+    and then no metric point MLflow holds for its (key, step) is sent again.
     """
     if tracking_cfg.backend == "none":
         return NullTracker()
     uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
     return MlflowTracker(uri, tracking_cfg.experiment, run_name, tags, tracking_cfg.flush_every_s, parent_run_id,
-                         resume_run_id, Path(out_dir) / BACKLOG_NAME if out_dir else None)
+                         resume_run_id, Path(out_dir) / BACKLOG_NAME if out_dir else None,
+                         Path(stopped_out_dir) / BACKLOG_NAME if stopped_out_dir else None)
 
 
 @entry_point
