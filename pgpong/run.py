@@ -27,7 +27,7 @@ from pgpong.errors import Interrupted, PgpongError, say_error
 from pgpong.files import remove_temps
 from pgpong.launch import newest_valid_checkpoint, read_checkpoint, start, train_run
 from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
-from pgpong.tracking import naming
+from pgpong.tracking import milestones, naming
 from pgpong.tracking.multirun import sweep_ids, threads_per_job, write_job_status
 from pgpong.tracking.tracker import make_tracker
 
@@ -204,6 +204,9 @@ def run(cfg) -> dict:
                 tracker.set_tags({"pgpong.data_loss": lost[:5000]})
                 print(f"pgpong: data loss: MLflow run {tracker.run_id} does not hold every metric once: {lost}",
                       file=sys.stderr, flush=True)
+            crossed = tracker.time_to()
+            if crossed:
+                print(f"pgpong: {milestones.as_line(crossed)}", file=sys.stderr, flush=True)
             status = "FINISHED"
         except Interrupted as e:
             status = "KILLED"

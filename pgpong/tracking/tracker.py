@@ -30,9 +30,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
+from pgpong.tracking import milestones
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -104,6 +107,7 @@ class NullTracker:
     def log_artifact(self, path, artifact_path: str | None = None) -> None: pass
     def flush(self) -> None: pass
     def audit(self, first_episode: int, episodes: int, first_update: int, updates: int) -> str: return ""
+    def time_to(self) -> dict | None: return None
     def end(self, status: str = "FINISHED") -> None: pass
 
 
@@ -344,6 +348,32 @@ class MlflowTracker:
                 continue
             problems += _differences(key, Counter(m.step for m in history(key)), want, "episode")
         return "; ".join(problems)
+
+    def time_to(self) -> dict | None:
+        """The run's milestones (pgpong/tracking/milestones.py) from what MLflow holds, logged as
+        time_to/<threshold>/{episodes,seconds,steps}; None while writes are kept for a store that is away."""
+        self.flush()
+        if self._backlog:
+            return None
+        try:
+            start_ms = retry_locked(self.client.get_run, self.run_id).info.start_time
+            points = {key: {m.step: m for m in retry_locked(self.client.get_metric_history, self.run_id, key)}
+                      for key in ("episode/running_reward", "episode/length")}
+        except Exception as e:
+            if not is_unreachable(e):
+                raise
+            return None
+        running, length = points["episode/running_reward"], points["episode/length"]
+        episodes = sorted(running)
+        crossed = milestones.crossings(
+            episodes, [running[e].value for e in episodes],
+            [(running[e].timestamp - start_ms) / 1000 for e in episodes],
+            np.cumsum([length[e].value if e in length else 0 for e in episodes]))
+        for t, hit in crossed.items():
+            if hit is not None:
+                self.log_metrics(milestones.as_metrics({t: hit}), step=hit[0])
+        self.flush()
+        return crossed
 
     def end(self, status: str = "FINISHED") -> None:
         if self.skipped:
