@@ -150,7 +150,11 @@ def _int(file, key, v, minimum=1) -> int:
 
 def _num(file, key, v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(file, key, f"{v!r}: must be a number")
+        try:
+            hint = f" (YAML reads {v} as text; write {float(v)!r})" if isinstance(v, str) and float(v) - float(v) == 0 else ""
+        except ValueError:
+            hint = ""
+        raise SpecError(file, key, f"{v!r}: must be a number{hint}")
     return v
 
 

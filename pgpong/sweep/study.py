@@ -422,6 +422,8 @@ def check(argv: list[str], launch_dir: Path) -> dict:
     file = spec_path(args["sweep"], SWEEPS_DIR)
     if not file.is_absolute() and not _is_file_or_dir(file):
         file = resolve_path(file, launch_dir)
+    if not _is_file_or_dir(file) and _is_file_or_dir(resolve_path(args["sweep"], launch_dir)):
+        file = resolve_path(args["sweep"], launch_dir)          # a file or folder named as given
     if not _is_file_or_dir(file):
         raise SpecError(file, "sweep", f"sweep={args['sweep']}: no such spec; available: "
                         f"{', '.join(available(SWEEPS_DIR)) or '(none)'} in {SWEEPS_DIR}")
