@@ -223,7 +223,7 @@ def validate(cfg: Any) -> None:
     try:                                    # ${...} interpolations: each must resolve to a value of its type
         values = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
-        raise PgpongError(f"{e.full_key or '?'}: {str(e).splitlines()[0]}") from None
+        raise PgpongError(f"{e.full_key or '?'}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     check_keys(values)
     for key in schema_keys(values):
         rule, value = RULES[key], _get(values, key)
@@ -287,9 +287,11 @@ def check_keys(values: dict) -> None:
         if kind not in OPTION_SCHEMAS[group]:
             raise PgpongError(f"{key}={kind}: must be {RULES[key].allowed}")
         schema, present = OPTION_SCHEMAS[group][kind], set(node)
-        if any(present == {f.name for f in fields(s)} != {f.name for f in fields(schema)}
-               for s in OPTION_SCHEMAS[group].values()):
-            raise PgpongError(f"{key}={kind}: the {group} options differ in keys; choose this one with {group}={kind}")
+        expected = [f.name for f in fields(schema)]
+        if any(present == {f.name for f in fields(s)} != set(expected) for s in OPTION_SCHEMAS[group].values()):
+            raise PgpongError(f"{key}={kind}: that option has the keys {', '.join(expected)}, this {group} has "
+                              f"{', '.join(node)}; choose with {group}=<option> "
+                              f"({', '.join(OPTION_SCHEMAS[group])}), not {key}")
         walk(node, schema, group + ".")
 
     walk(values, Config, "")
