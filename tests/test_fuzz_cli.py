@@ -209,10 +209,14 @@ def test_real_training_command_gives_one_line(tmp_path, args):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("text", [b"\xff\xfe\x00binary", b"episodes: 3\nparams: {seed: {type: int, low: 0, high: 3}}\n"])
-def test_real_sweep_command_gives_one_line(tmp_path, text):
+@pytest.mark.parametrize("text, extra", [
+    (b"\xff\xfe\x00binary", []),
+    (b"episodes: 3\nparams: {seed: {type: int, low: 0, high: 3}}\n", []),
+    (b"episodes: 3\nparams: {lr: {type: float, low: 1.0e-4, high: 1.0e-2}}\n", ["study=a\nb"]),   # a typed line break
+])
+def test_real_sweep_command_gives_one_line(tmp_path, text, extra):
     (tmp_path / "s.yaml").write_bytes(text)
-    proc = run_cli(["sweep=s.yaml"], cwd=tmp_path, module="pgpong.sweep", timeout=120)
+    proc = run_cli(["sweep=s.yaml", *extra], cwd=tmp_path, module="pgpong.sweep", timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: s.yaml: "), proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["s.yaml"]
