@@ -15,10 +15,10 @@ episodes of at most `cap` agent steps (pgpong/engine/envs.py::episode_cap):
               (ROW_BYTES of bookkeeping, NONZEROS per input frame of 5 bytes each). Longer
               episodes double the ring (its rows grow to the longest episode in flight), so this
               is about the least a run needs: a size that does not fit even so is refused.
-    frames    per env and step: the emulator's 210x160 frame twice (received, cropped) and the
-              dense input of D int8, the two binarized frames kept
+    frames    per env: the emulator's 210x160 frame twice (received, cropped), the dense input
+              of D int8 and the two binarized frames kept
     emulators EMULATOR_BYTES per env
-    process   PROCESS_BYTES: Python with numpy, Hydra, MLflow and ale-py imported
+    process   PROCESS_BYTES: Python with numpy, Hydra and ale-py imported (MLflow adds ~180 MB)
 """
 import os
 from pathlib import Path
