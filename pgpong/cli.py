@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from pgpong.errors import PgpongError, say_error
-from pgpong.launch import compose
+from pgpong.launch import compose, first_line, huge_number
 
 
 def expand(args: list[str]) -> list[list[str]]:
@@ -46,16 +46,25 @@ def user_config_dirs(args) -> list[str]:
 
 
 def precheck(argv: list[str]) -> None:
-    """Exit 2 with one line if any override (or sweep value) is wrong; return if all are fine."""
-    args = get_args_parser().parse_args(argv)
-    if args.help or args.hydra_help or args.shell_completion:
-        return
-    user = [o for o in args.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    config_dirs = user_config_dirs(args)
+    """Exit 2 with one line if any flag, override (or sweep value) is wrong; return if all are fine."""
+    parser = get_args_parser()
+    parser.error = bad_flag          # argparse would print its whole usage before the one line
     try:
+        args = parser.parse_args(argv)
+        if args.help or args.hydra_help or args.shell_completion:
+            return
+        user = [o for o in args.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        config_dirs = user_config_dirs(args)
         for overrides in expand(user):
             compose(overrides, config_dirs)
     except PgpongError as e:
         sys.exit(say_error(e))
-    except HydraException as e:   # override syntax errors
-        sys.exit(say_error(str(e).splitlines()[0]))
+    except HydraException as e:    # override syntax
+        sys.exit(say_error(first_line(e)))
+    except ValueError as e:        # Python reads no integer of over 4,300 digits
+        sys.exit(say_error(f"{huge_number(argv) or ' '.join(argv)}: {first_line(e)}"))
+
+
+def bad_flag(message: str):
+    """argparse's error handler: one line (`python -m pgpong.run --help` shows the usage)."""
+    raise PgpongError(f"{message} (flags: python -m pgpong.run --hydra-help)")

@@ -4,14 +4,17 @@ Every key has a one-line meaning. Unknown keys and wrong types are rejected by H
 (struct mode of the schema); values that are well-typed but impossible are rejected by
 `validate`, before anything starts.
 """
-from dataclasses import dataclass, field
-from typing import Any, Optional
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from pgpong.core.preprocess import FRAME_HEIGHT, FRAME_WIDTH
+from pgpong.engine import memory
 from pgpong.errors import PgpongError
 
 
@@ -138,55 +141,162 @@ def register_launchers() -> None:
             plugins.register(launcher)
 
 
-CHOICES = {
-    "input.kind": ("diff", "raw", "stack"),
-    "baseline.kind": ("standardize", "none", "mean", "value"),
-    "optim.name": ("rmsprop", "adam"),
-    "actions.kind": ("two", "three"),
-    "tracking.backend": ("mlflow", "none"),
-    "dtype": ("float32", "float64"),
+# ---- what each value may be ----------------------------------------------------------------------
+
+class Rule(NamedTuple):
+    """What a key's value may be: `ok(value)`, and the words that finish "must be ..."."""
+    ok: Callable[[Any], bool]
+    allowed: str
+    optional: bool = False      # null is allowed too (the key's comment says what it means)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def choice(*options: str) -> Rule:
+    return Rule(lambda v: v in options, "one of " + ", ".join(options))
+
+
+ANY = Rule(lambda v: True, "")                                      # typed by the schema; nothing more to check
+POSITIVE_INT = Rule(lambda v: v >= 1, "a positive integer")
+NON_NEGATIVE_INT = Rule(lambda v: v >= 0, ">= 0")
+POSITIVE_FINITE = Rule(lambda v: _finite(v) and v > 0, "> 0 and finite")
+SECONDS = Rule(lambda v: _finite(v) and v >= 0, ">= 0 and finite (0: at every episode)")
+UNIT_LEFT_CLOSED = Rule(lambda v: 0 <= v < 1, "in [0, 1)")             # decays, sticky actions: 1 never moves
+GAMMA = Rule(lambda v: 0 < v <= 1, "in (0, 1]")
+TEXT = Rule(lambda v: bool(v.strip()), "a non-empty string")
+
+# Every key of the schema (and of each option's schema) and what it allows; docs/configs.md lists
+# the same. Keys that depend on each other (env.groups and env.num_envs, the crop window, the
+# memory all sizes take together) are checked after these, in `validate`.
+RULES = {
+    "H": POSITIVE_INT,
+    "lr": POSITIVE_FINITE,
+    "batch_size": POSITIVE_INT,
+    "gamma": GAMMA,
+    "decay_rate": UNIT_LEFT_CLOSED,
+    "seed": NON_NEGATIVE_INT,
+    "episodes": POSITIVE_INT,
+    "dtype": choice("float32", "float64"),
+    "checkpoint_every": POSITIVE_INT,
+    "checkpoint_keep": POSITIVE_INT,
+    "resume": ANY,                      # a run id, .npz file or folder: looked up when the run starts
+    "log_every_s": SECONDS,
+    "env.id": ANY,
+    "env.frameskip": POSITIVE_INT._replace(optional=True),
+    "env.repeat_action_probability": UNIT_LEFT_CLOSED._replace(optional=True),
+    "env.num_envs": POSITIVE_INT,
+    "env.num_threads": POSITIVE_INT,
+    "env.vector": ANY,
+    "env.groups": POSITIVE_INT,
+    "env.max_episode_steps": POSITIVE_INT._replace(optional=True),
+    "tracking.backend": choice("mlflow", "none"),
+    "tracking.uri": TEXT,
+    "tracking.experiment": TEXT,
+    "tracking.flush_every_s": SECONDS,
+    "crop.top": NON_NEGATIVE_INT,
+    "crop.bottom": POSITIVE_INT,
+    "crop.left": NON_NEGATIVE_INT,
+    "crop.right": POSITIVE_INT,
+    "crop.stride": Rule(lambda v: v >= 1, ">= 1"),
+    "input.kind": choice("diff", "raw", "stack"),
+    "baseline.kind": choice(*OPTION_SCHEMAS["baseline"]),
+    "baseline.lr": POSITIVE_FINITE,
+    "optim.name": choice(*OPTION_SCHEMAS["optim"]),
+    "optim.eps": POSITIVE_FINITE,
+    "optim.beta1": UNIT_LEFT_CLOSED,
+    "optim.beta2": UNIT_LEFT_CLOSED,
+    "actions.kind": choice("two", "three"),
 }
+OPTION_KEY = {"baseline": "kind", "optim": "name"}   # the key that says which option a group's node is
 
 
-def _get(cfg: Any, dotted: str) -> Any:
+def _get(values: dict, dotted: str) -> Any:
     for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
+        values = values[part]
+    return values
 
 
 def validate(cfg: Any) -> None:
-    """Raise PgpongError naming the first impossible value and what is allowed."""
-    positive_ints = ("H", "batch_size", "episodes", "checkpoint_every", "checkpoint_keep", "env.num_envs", "env.num_threads")
-    for key in positive_ints:
-        if _get(cfg, key) < 1:
-            raise PgpongError(f"{key}={_get(cfg, key)}: must be a positive integer")
-    if cfg.env.groups < 1 or (cfg.env.vector and cfg.env.num_envs % cfg.env.groups):   # gymnasium path: no groups
-        raise PgpongError(f"env.groups={cfg.env.groups}: must be a positive divisor of env.num_envs={cfg.env.num_envs} "
+    """Raise PgpongError naming the first impossible value and what is allowed (cfg: composed, or as plain dicts)."""
+    try:                                    # ${...} interpolations: each must resolve to a value of its type
+        values = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise PgpongError(f"{e.full_key or '?'}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    check_keys(values)
+    for key in schema_keys(values):
+        rule, value = RULES[key], _get(values, key)
+        if not (rule.optional and value is None) and not rule.ok(value):
+            raise PgpongError(f"{key}={value}: must be {rule.allowed}" + (" or null" if rule.optional else ""))
+    c = _namespace(values)                  # plain attributes: OmegaConf's are slow for a sweep's many checks
+    if c.env.vector and c.env.num_envs % c.env.groups:   # gymnasium path: no groups
+        raise PgpongError(f"env.groups={c.env.groups}: must be a positive divisor of env.num_envs={c.env.num_envs} "
                           f"(env.groups=1 keeps every env in one vector env)")
-    if cfg.env.vector and cfg.env.num_threads > cfg.env.num_envs:
-        raise PgpongError(f"env.num_threads={cfg.env.num_threads}: must be <= env.num_envs={cfg.env.num_envs}")
-    if not cfg.lr > 0:
-        raise PgpongError(f"lr={cfg.lr}: must be > 0")
-    if not 0 < cfg.gamma <= 1:
-        raise PgpongError(f"gamma={cfg.gamma}: must be in (0, 1]")
-    if not 0 <= cfg.decay_rate < 1:
-        raise PgpongError(f"decay_rate={cfg.decay_rate}: must be in [0, 1)")
-    if cfg.seed < 0:
-        raise PgpongError(f"seed={cfg.seed}: must be >= 0")
-    for key, allowed in CHOICES.items():
-        if _get(cfg, key) not in allowed:
-            raise PgpongError(f"{key}={_get(cfg, key)}: must be one of {', '.join(allowed)}")
-    if not cfg.optim.eps > 0:
-        raise PgpongError(f"optim.eps={cfg.optim.eps}: must be > 0")
-    if cfg.optim.name == "adam":
-        for key in ("optim.beta1", "optim.beta2"):
-            if not 0 <= _get(cfg, key) < 1:
-                raise PgpongError(f"{key}={_get(cfg, key)}: must be in [0, 1)")
-    if cfg.baseline.kind == "value" and not cfg.baseline.lr > 0:
-        raise PgpongError(f"baseline.lr={cfg.baseline.lr}: must be > 0")
-    validate_crop(cfg.crop)
+    if c.env.vector and c.env.num_threads > c.env.num_envs:
+        raise PgpongError(f"env.num_threads={c.env.num_threads}: must be <= env.num_envs={c.env.num_envs}")
+    validate_crop(c.crop)
+    check_memory(c)
     from pgpong.engine.envs import check_ale_id   # gymnasium and ale-py load when a config is checked
-    check_ale_id(cfg.env.id)
+    check_ale_id(c.env.id)
+
+
+def _namespace(values: dict) -> SimpleNamespace:
+    return SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v for k, v in values.items()})
+
+
+def schema_keys(values: dict) -> list[str]:
+    """The dotted keys the schema gives this config (its baseline's and optimizer's own keys included)."""
+    def walk(schema, prefix: str) -> list[str]:
+        keys = []
+        for f in fields(schema):
+            sub = _sub_schema(values, prefix + f.name, f)
+            keys += walk(sub, f"{prefix}{f.name}.") if sub else [prefix + f.name]
+        return keys
+    return walk(Config, "")
+
+
+def _sub_schema(values: dict, key: str, f) -> Any:
+    """The schema of a nested node: the field's dataclass, or the option's schema for baseline and optim."""
+    if key in OPTION_SCHEMAS:
+        return OPTION_SCHEMAS[key][values[key][OPTION_KEY[key]]]
+    return f.default_factory if is_dataclass(f.default_factory) else None
+
+
+def check_keys(values: dict) -> None:
+    """The config holds exactly the schema's keys: none added (+key=...), none deleted (~key)."""
+    def walk(node: dict, schema, prefix: str) -> None:
+        names = [f.name for f in fields(schema)]
+        for k in node:
+            if k not in names:
+                where = f"in '{prefix[:-1]}'" if prefix else "at the top level"
+                raise PgpongError(f"{prefix}{k}: unknown key; allowed {where}: {', '.join(names)}")
+        for f in fields(schema):
+            key = prefix + f.name
+            if node.get(f.name, MISSING) == MISSING:
+                options = f"; choose one of {', '.join(OPTION_SCHEMAS[key])}" if key in OPTION_SCHEMAS else ""
+                raise PgpongError(f"{key}: missing; every key needs a value{options}")
+            if key in OPTION_SCHEMAS:
+                walk_option(node[f.name], key)
+            elif is_dataclass(f.default_factory):
+                walk(node[f.name], f.default_factory, key + ".")
+
+    def walk_option(node, group: str) -> None:
+        """An option's keys are those of the option its kind/name says (baseline=value has lr, ...)."""
+        if not isinstance(node, dict) or OPTION_KEY[group] not in node:
+            raise PgpongError(f"{group}: must be an option; choose one of {', '.join(OPTION_SCHEMAS[group])}")
+        key, kind = f"{group}.{OPTION_KEY[group]}", node[OPTION_KEY[group]]
+        if kind not in OPTION_SCHEMAS[group]:
+            raise PgpongError(f"{key}={kind}: must be {RULES[key].allowed}")
+        schema, present = OPTION_SCHEMAS[group][kind], set(node)
+        expected = [f.name for f in fields(schema)]
+        if any(present == {f.name for f in fields(s)} != set(expected) for s in OPTION_SCHEMAS[group].values()):
+            raise PgpongError(f"{key}={kind}: that option has the keys {', '.join(expected)}, this {group} has "
+                              f"{', '.join(node)}; choose with {group}=<option> "
+                              f"({', '.join(OPTION_SCHEMAS[group])}), not {key}")
+        walk(node, schema, group + ".")
+
+    walk(values, Config, "")
 
 
 def validate_crop(crop: Any) -> None:
@@ -201,9 +311,6 @@ def validate_crop(crop: Any) -> None:
             f"crop.left={crop.left}, crop.right={crop.right}: need 0 <= left < right <= {FRAME_WIDTH} (frame columns)")
 
 
-OPTION_KEYS = {"baseline": "kind", "optim": "name"}   # the key choosing each OPTION_SCHEMAS group's schema
-
-
 def validate_saved(saved: Any, source) -> Any:
     """The config stored in a model or checkpoint file, checked as a command line's is: the schema
     (no unknown keys, typed values), no interpolations (a file is data), then `validate`.
@@ -215,7 +322,7 @@ def validate_saved(saved: Any, source) -> Any:
             raise PgpongError("no training config inside (not a pgpong model or checkpoint?)")
         _refuse_interpolations(saved, "")
         schema = OmegaConf.structured(Config)
-        for group, key in OPTION_KEYS.items():
+        for group, key in OPTION_KEY.items():
             choice = saved[group].get(key) if isinstance(saved.get(group), dict) else None
             if choice not in OPTION_SCHEMAS[group]:
                 raise PgpongError(f"{group}.{key}={choice}: must be one of {', '.join(OPTION_SCHEMAS[group])}")
@@ -241,3 +348,17 @@ def _refuse_interpolations(node: Any, prefix: str) -> None:
             _refuse_interpolations(v, f"{prefix}{i}.")
     elif isinstance(node, str) and "${" in node:
         raise PgpongError(f"{prefix.rstrip('.')}={node}: interpolations are not allowed in a saved config")
+
+
+def check_memory(cfg: Any, available: int | None = None) -> None:
+    """The run's arrays fit in the memory this machine has free (pgpong/engine/memory.py counts them)."""
+    available = memory.available() if available is None else available
+    if available is None:
+        return
+    parts = memory.estimate(cfg)
+    total = sum(parts.values())
+    if total > available:
+        raise PgpongError(
+            f"H={cfg.H}, env.num_envs={cfg.env.num_envs}: a run needs about {memory.human(total)} of memory ("
+            + ", ".join(f"{k} {memory.human(v)}" for k, v in parts.items())
+            + f"), more than the {memory.human(available)} available; lower H, env.num_envs or env.max_episode_steps")

@@ -26,8 +26,9 @@ USER_ERROR = 2   # the exit code of a command stopped by a PgpongError
 
 
 def say_error(e: BaseException | str) -> int:
-    """Print `error: <message>` on stderr; return the exit code of a user's mistake."""
-    print(f"error: {e}", file=sys.stderr, flush=True)
+    """Print `error: <message>` on stderr as one line (a line break the user typed shows as \\n);
+    return the exit code of a user's mistake."""
+    print("error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
     return USER_ERROR
 
 

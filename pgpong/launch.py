@@ -52,7 +52,7 @@ def compose(overrides=(), config_dirs=(), validate: bool = True):
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=config_dirs_override(config_dirs) + overrides)
-    except (HydraException, OmegaConfBaseException) as e:
+    except Exception as e:   # Hydra's own errors, and its ValueError/TypeError/AssertionError on odd group overrides
         raise PgpongError(explain(e, overrides, config_dirs)) from None
     if validate:
         config.validate(cfg)
@@ -82,13 +82,16 @@ def _structure(overrides: list[str], config_dirs):
 
 def explain(e: Exception, overrides: list[str], config_dirs=()) -> str:
     """One line naming the key and what is allowed, from a Hydra/OmegaConf composition error."""
-    if isinstance(e, MissingConfigException):
+    if not isinstance(e, (HydraException, OmegaConfBaseException)) or isinstance(e, MissingConfigException):
+        groups = config_groups(config_dirs)
         for o in overrides:
             key, _, value = o.lstrip("+~").partition("=")
-            options = group_options(key, config_dirs)
-            if key in config_groups(config_dirs) and value not in options:
+            options = group_options(key, config_dirs) if key in groups else []
+            if key in groups and value not in options:
                 return f"{key}={value}: no such option; choose one of {', '.join(options)}"
-        return str(e).splitlines()[0]
+            if not key:
+                return f"{o}: no key before '='"
+        return f"{huge_number(overrides) or ' '.join(overrides)}: {first_line(e)}"
     cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else e
     key = getattr(cause, "full_key", None) or ""
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
@@ -98,7 +101,17 @@ def explain(e: Exception, overrides: list[str], config_dirs=()) -> str:
     if isinstance(cause, ValidationError):
         value = next((o.partition("=")[2] for o in overrides if o.partition("=")[0] == key), "?")
         return f"{key}={value}: must be {_expected(key, overrides, config_dirs)}"
-    return str(cause).splitlines()[0]
+    return first_line(cause)
+
+
+def huge_number(overrides: list[str]) -> str | None:
+    """The key of an override whose value is a number too long for Python to read (over 4,300 digits)."""
+    return next((o.partition("=")[0] for o in overrides if sum(c.isdigit() for c in o) > 4300), None)
+
+
+def first_line(e: Exception) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _allowed_keys(parent_key: str, overrides: list[str], config_dirs) -> str:

@@ -45,5 +45,8 @@ def resolve_sqlite_uri(uri: str, launch_dir: str | Path, key: str) -> str:
 
 def resolve_path(path: str | Path, launch_dir: str | Path) -> Path:
     """A user-given file path, relative to where the user launched the command."""
-    p = Path(path).expanduser()
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:            # ~name of no such user: the path as it was given
+        p = Path(path)
     return p if p.is_absolute() else Path(launch_dir) / p

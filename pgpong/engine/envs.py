@@ -203,6 +203,24 @@ def vector_settings(env_cfg) -> dict:
                 difficulty=kwargs.get("difficulty"))
 
 
+def episode_cap(env_cfg) -> int:
+    """The most agent steps one episode can last: env.max_episode_steps, or the id's emulator frame
+    limit (ALE: 108,000) over its frameskip (the smallest of a random one; 2 for an id not registered).
+
+    Read from gymnasium's registry only: looking an id up never imports a module.
+    """
+    spec = gym.envs.registration.registry.get(env_cfg.id)
+    kwargs = dict(spec.kwargs) if spec is not None else {}
+    frameskip = env_cfg.frameskip if env_cfg.frameskip is not None else kwargs.get("frameskip", (2, 5))
+    frameskip = min(frameskip) if isinstance(frameskip, (tuple, list)) else frameskip
+    cap = -(-(kwargs.get("max_num_frames_per_episode") or 108_000) // max(1, frameskip))
+    if spec is not None and spec.max_episode_steps is not None:
+        cap = min(cap, spec.max_episode_steps)
+    if env_cfg.max_episode_steps is not None:
+        cap = min(cap, env_cfg.max_episode_steps)
+    return cap
+
+
 class VectorGroup:
     """One AtariVectorEnv: `len(seeds)` emulators stepped together on `num_threads` threads."""
 

@@ -150,7 +150,11 @@ def _int(file, key, v, minimum=1) -> int:
 
 def _num(file, key, v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(file, key, f"{v!r}: must be a number")
+        try:
+            hint = f" (YAML reads {v} as text; write {float(v)!r})" if isinstance(v, str) and float(v) - float(v) == 0 else ""
+        except ValueError:
+            hint = ""
+        raise SpecError(file, key, f"{v!r}: must be a number{hint}")
     return v
 
 
@@ -213,14 +217,22 @@ def load_spec(path: Path) -> Spec:
     """Read and check a spec file; every problem is a SpecError naming the file and key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(path, "sweep", "no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(path, "sweep", "a directory; give a spec file (sweeps/NAME.yaml) or a spec's name") from None
+    except UnicodeDecodeError:
+        raise SpecError(path, "sweep", "not a text file (UTF-8 YAML)") from None
+    except OSError as e:
+        raise SpecError(path, "sweep", f"cannot read it ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(path, where, f"malformed YAML: {problem}") from None
+    if raw is None:
+        raise SpecError(path, "(top)", "empty file; a spec needs at least episodes and params")
     if not isinstance(raw, dict):
         raise SpecError(path, "(top)", "must be a mapping of keys (params, episodes, ...)")
     for k in raw:

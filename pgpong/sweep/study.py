@@ -17,6 +17,7 @@ so. Re-running
 the same command resumes the study; several workers (processes or machines) share it through one
 storage and one MLflow server, and stop together when the study holds n_trials trials.
 """
+import copy
 import os
 import re
 import socket
@@ -25,13 +26,16 @@ import time
 import warnings
 from pathlib import Path
 
+from itertools import product
+
 import yaml
 from omegaconf import OmegaConf
 
 from pgpong.cluster import scheduler_job
+from pgpong.config import validate
 from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
-from pgpong.launch import compose, start, train_run
+from pgpong.launch import compose, config_groups, start, train_run
 from pgpong.paths import SWEEPS_DIR, resolve_path, resolve_sqlite_uri
 from pgpong.sweep.spec import (
     Curve,
@@ -86,20 +90,73 @@ def override(name: str, value) -> str:
     return f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}"
 
 
+SET_BY_SWEEP = ("seed", "episodes")    # the spec's seeds and episodes set them for every trial
+MAX_COMBINATIONS = 20000                # joint extremes checked at most (each takes ~1 ms)
+
+
 def check_params(spec: Spec, base: list[str]) -> None:
-    """Every parameter names a config key or group, and its extreme values compose and validate."""
+    """Every parameter names a config key or group, and every value it can take is allowed: each
+    extreme (or choice) composes and validates alone, and so do the extremes taken together."""
     cfg = checked_cfg(spec.file, "fixed", base)
+    groups = config_groups()
+    typed = {}        # param -> [(its extreme as in the spec, as the composed config holds it)]
+    composed = {}     # a group choice composed once: (param, value) -> config
     for p in spec.params:
         key = f"params.{p.name}"
+        if p.name.lstrip("+~") in SET_BY_SWEEP:
+            raise SpecError(spec.file, key, f"{p.name}: set by the sweep itself (seeds, episodes in the spec)")
         if p.type != "categorical":
             node = OmegaConf.select(cfg, p.name, default="__missing__")
             if node == "__missing__":
                 raise SpecError(spec.file, key, f"unknown parameter: no config key {p.name!r}")
             if OmegaConf.is_config(node):
                 raise SpecError(spec.file, key, f"{p.name!r} is a config group: use type: categorical")
-        values = p.choices if p.type == "categorical" else [p.low, p.high]
-        for v in values:
-            checked_cfg(spec.file, key, base + [override(p.name, float(v) if p.type == "float" else v)])
+        typed[p.name] = []
+        for v in extremes(p):
+            one = checked_cfg(spec.file, key, base + [override(p.name, v)])
+            typed[p.name].append((v, v if p.name in groups else OmegaConf.select(one, p.name)))
+            if p.name in groups:
+                composed[override(p.name, v)] = one
+    check_combinations(spec, base, cfg, typed, groups, composed)
+
+
+def extremes(p: Param) -> list:
+    """The values a parameter can take that bound all others: its choices, or its lowest and highest."""
+    if p.type == "categorical":
+        return list(p.choices)
+    high = p.high if p.step is None else p.low + (p.high - p.low) // p.step * p.step   # the highest on the grid
+    return [float(p.low), float(high)] if p.type == "float" else [p.low, high]
+
+
+def check_combinations(spec: Spec, base: list[str], cfg, typed: dict, groups: list[str], composed: dict) -> None:
+    """The parameters' extremes taken together validate (e.g. H and env.num_envs both at their
+    highest, for the memory they need; crop.top high with crop.bottom low): one composition per
+    choice of config groups (`composed` holds those of one group), then every combination of the
+    other parameters' extremes set on it."""
+    group_params = [p.name for p in spec.params if p.name in groups]
+    key_params = [p.name for p in spec.params if p.name not in groups]
+    group_sets = list(product(*(typed[n] for n in group_params)))
+    key_sets = list(product(*(typed[n] for n in key_params)))
+    if len(group_sets) * len(key_sets) > MAX_COMBINATIONS:
+        return
+    for group_values in group_sets:
+        chosen = [override(n, v) for n, (v, _) in zip(group_params, group_values)]
+        group_cfg = cfg if not chosen else composed[chosen[0]] if len(chosen) == 1 else \
+            checked_cfg(spec.file, "params", base + chosen)
+        values = OmegaConf.to_container(group_cfg, resolve=True)
+        for key_values in key_sets:
+            trial_values = copy.deepcopy(values)
+            for name, (_, value) in zip(key_params, key_values):
+                *parents, leaf = name.split(".")
+                node = trial_values
+                for part in parents:
+                    node = node[part]
+                node[leaf] = value
+            try:
+                validate(trial_values)
+            except PgpongError as e:
+                combo = chosen + [override(n, v) for n, (v, _) in zip(key_params, key_values)]
+                raise SpecError(spec.file, "params", f"{' '.join(combo)} (sampled together): {e}") from None
 
 
 def suggest(trial, p: Param):
@@ -352,43 +409,58 @@ def counts(study) -> dict:
 
 # ---- entry point -----------------------------------------------------------------------------
 
-def prepare(argv: list[str], launch_dir: Path) -> dict:
-    """Everything checked and built before the first trial starts; SpecError/PgpongError on bad input."""
+def _is_file_or_dir(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):      # a name too long for the file system, a NUL byte
+        return False
+
+
+def check(argv: list[str], launch_dir: Path) -> dict:
+    """The command line and its spec checked, nothing opened or written; SpecError/PgpongError on bad input."""
     args, extra = parse_args(argv)
     file = spec_path(args["sweep"], SWEEPS_DIR)
-    if not file.is_absolute() and not file.exists():
+    if not file.is_absolute() and not _is_file_or_dir(file):
         file = resolve_path(file, launch_dir)
-    if not file.exists():
+    if not _is_file_or_dir(file) and _is_file_or_dir(resolve_path(args["sweep"], launch_dir)):
+        file = resolve_path(args["sweep"], launch_dir)          # a file or folder named as given
+    if not _is_file_or_dir(file):
         raise SpecError(file, "sweep", f"sweep={args['sweep']}: no such spec; available: "
                         f"{', '.join(available(SWEEPS_DIR)) or '(none)'} in {SWEEPS_DIR}")
     spec = load_spec(file)
     for key in ("n_trials", "episodes"):
         if key in args:
-            if not args[key].isdigit() or int(args[key]) < 1:
+            if not (args[key].isascii() and args[key].isdigit()) or int(args[key]) < 1:
                 raise SpecError(file, key, f"{key}={args[key]}: must be a positive integer")
             setattr(spec, key, int(args[key]))
     if "episodes" in args and spec.report_every > spec.episodes:
         spec.report_every = max(1, spec.episodes // 2)
     study_name = args.get("study", spec.name)
-    if not STUDY_NAME.match(study_name):
+    if not STUDY_NAME.fullmatch(study_name):
         raise SpecError(file, "study", f"study={study_name}: use letters, digits, '_', '.', '-'")
     names = {p.name for p in spec.params}
     for o in extra:
         key = o.lstrip("+~").partition("=")[0]
-        if key in ("seed", "episodes") or key in names:
+        if key in SET_BY_SWEEP or key in names:
             raise SpecError(file, key, f"{o}: set by the sweep itself (seeds, episodes, params in the spec)")
     base = spec.fixed + extra + [f"episodes={spec.episodes}"]
     check_params(spec, base)
-    cfg = checked_cfg(file, "fixed", base)
+    return {"spec": spec, "base": base, "extra": extra, "cfg": checked_cfg(file, "fixed", base),
+            "study_name": study_name, "n_trials": spec.n_trials, "storage_url": args.get("storage", "sqlite:///optuna.db")}
+
+
+def prepare(argv: list[str], launch_dir: Path) -> dict:
+    """Everything checked and built before the first trial starts: `check`, the tracking server, the storage."""
+    p = check(argv, launch_dir)
+    file, cfg = p["spec"].file, p["cfg"]
     if cfg.tracking.backend != "none":
         from pgpong.tracking.tracker import check_reachable
         try:
             check_reachable(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"))
         except PgpongError as e:
             raise SpecError(file, "tracking.uri", str(e)) from None
-    storage, storage_id = make_storage(args.get("storage", "sqlite:///optuna.db"), launch_dir, file)
-    return {"spec": spec, "base": base, "extra": extra, "cfg": cfg, "storage": storage,
-            "storage_id": storage_id, "study_name": study_name, "n_trials": spec.n_trials}
+    p["storage"], p["storage_id"] = make_storage(p["storage_url"], launch_dir, file)
+    return p
 
 
 def sweep(p: dict, launch_dir: Path) -> dict:
