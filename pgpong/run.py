@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -23,10 +24,10 @@ from pgpong import cluster, config
 from pgpong.cli import precheck
 from pgpong.engine import checkpoint
 from pgpong.engine.state import SHAPE_KEYS
-from pgpong.errors import Interrupted, PgpongError, say_error
+from pgpong.errors import Interrupted, PgpongError, entry_point, fault, say_error
 from pgpong.launch import start, train_run
 from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
-from pgpong.tracking import naming
+from pgpong.tracking import naming, store
 from pgpong.tracking.multirun import sweep_ids, threads_per_job, write_job_status
 from pgpong.tracking.tracker import make_tracker
 
@@ -73,10 +74,9 @@ def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
         return p
     if re.fullmatch(r"[0-9a-f]{32}", resume) and tracking_cfg.backend == "mlflow":
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
         uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
         try:
-            run = MlflowClient(tracking_uri=uri).get_run(resume)
+            run = store.open_client(uri, must_exist=True, writes=False).get_run(resume)
         except MlflowException:
             raise PgpongError(f"resume={resume}: no such MLflow run in {uri}") from None
         folder = run.data.tags.get("checkpoint_dir")
@@ -206,15 +206,16 @@ def main(cfg) -> float:
               f"continue with: python -m pgpong.run resume={target}", file=sys.stderr)
         sys.exit(128 + getattr(signal.Signals, e.signame, signal.SIGINT).value)
     except Exception as e:
+        line = str(e) if isinstance(e, PgpongError) else fault(e)   # a user's mistake, or the machine's
         if not multirun:
-            if not isinstance(e, PgpongError):
+            if line is None:
                 raise
-            sys.exit(say_error(e))
+            sys.exit(say_error(line))
         # In a multirun a failed job must not stop the others (sys.exit would end the whole sweep):
         # its MLflow run is already FAILED; leave a status for the sweep's end-of-run count.
-        if not isinstance(e, PgpongError):
+        if line is None:
             traceback.print_exc()
-        say_error(f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}")
+        say_error(f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {line or e}")
         write_job_status(out_dir, "FAILED", f"{type(e).__name__}: {e}")
         return None
     if multirun:
@@ -222,6 +223,26 @@ def main(cfg) -> float:
     return result
 
 
-if __name__ == "__main__":
+def hydra_line(e: HydraException) -> str:
+    """Hydra's message in one line: what failed and the options it lists, without its search path."""
+    text = str(e).split("Config search path:")[0].strip()
+    first, _, rest = text.partition("\n")
+    head, _, options = rest.strip().partition("\n")
+    return first + (f"; {head.strip()} {', '.join(o.strip() for o in options.split())}" if head else "")
+
+
+@entry_point
+def command() -> int:
+    """`python -m pgpong.run`: the command line checked, then the Hydra app. Hydra re-raises what
+    fails around a run (e.g. creating an output folder nobody can write), so that too is one line."""
     precheck(sys.argv[1:])
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except HydraException as e:     # e.g. hydra/launcher=nope, which precheck leaves to Hydra
+        raise PgpongError(hydra_line(e)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(command())

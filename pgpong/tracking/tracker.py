@@ -13,7 +13,6 @@ still there at the end, the run stays RUNNING (incomplete) on the server and the
 the replay command above. SQLite's "database is locked" (two runs writing one mlflow.db) is
 retried with backoff instead.
 """
-import contextlib
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from typing import Any
 from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
+from pgpong.tracking.store import faults, open_client, reason
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -53,30 +53,6 @@ def retry_locked(fn, *args, timeout_s: float = LOCKED_RETRY_S, **kwargs):
             delay = min(delay * 2, 2.0)
 
 
-@contextlib.contextmanager
-def store_init_lock(uri: str):
-    """Hold an exclusive file lock beside a SQLite store while it is created or migrated.
-
-    Two processes opening one fresh mlflow.db (or Optuna storage) at once both run the schema
-    migrations and one fails ("duplicate column", "UNIQUE constraint failed: alembic_version").
-    Wrap the first open in this (e.g. `with store_init_lock(url): optuna.create_study(...)`).
-    Other URIs: no lock.
-    """
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        yield
-        return
-    import fcntl
-    lock_path = Path(uri[len(prefix):] + ".init.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def is_unreachable(e: BaseException) -> bool:
     """A failure of the store, not of the request: worth keeping the write and trying later."""
     import requests
@@ -96,18 +72,6 @@ class NullTracker:
     def log_artifact(self, path, artifact_path: str | None = None) -> None: pass
     def flush(self) -> None: pass
     def end(self, status: str = "FINISHED") -> None: pass
-
-
-def check_reachable(uri: str, timeout_s: int = 5) -> None:
-    """Fail early, with the URI in the message, when an HTTP tracking server does not answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
-    except requests.RequestException as e:
-        raise PgpongError(f"tracking.uri={uri}: the MLflow tracking server does not answer "
-                          f"({type(e).__name__}); start it or use tracking.uri=sqlite:///mlflow.db") from None
 
 
 def experiment_id(client, name: str) -> str:
@@ -135,31 +99,26 @@ class MlflowTracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict,
                  flush_every_s: float = 10.0, parent_run_id: str | None = None,
                  resume_run_id: str | None = None, backlog_path=None):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        from mlflow.tracking import MlflowClient
-        check_reachable(uri)
-        with store_init_lock(uri):     # the first open of a fresh SQLite store creates its tables
-            self.client = MlflowClient(tracking_uri=uri)
-            self.client.search_experiments(max_results=1)
+        self.client = open_client(uri)   # answers (or one line), tables created under the first-use lock
         self.uri = uri
         tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         self.resumed = False
-        run = self._existing_run(resume_run_id) if resume_run_id else None
-        if run is not None:      # continue the interrupted run: same run id, metrics go on
-            self.resumed = True
-            retry_locked(self.client.update_run, run.info.run_id, status="RUNNING")
-            n = int(run.data.tags.get("resume_count", "0")) + 1
-            tags = {**tags, "resume_count": str(n)}
-            from mlflow.entities import RunTag
-            retry_locked(self.client.log_batch, run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        else:
-            if resume_run_id:
-                tags["resumed_from_run"] = resume_run_id
-            exp_id = retry_locked(experiment_id, self.client, experiment)
-            run = retry_locked(self.client.create_run, exp_id, run_name=run_name, tags=tags)
+        with faults(uri):          # e.g. a read-only mlflow.db refuses the run's first write: one line
+            run = self._existing_run(resume_run_id) if resume_run_id else None
+            if run is not None:      # continue the interrupted run: same run id, metrics go on
+                self.resumed = True
+                retry_locked(self.client.update_run, run.info.run_id, status="RUNNING")
+                n = int(run.data.tags.get("resume_count", "0")) + 1
+                tags = {**tags, "resume_count": str(n)}
+                from mlflow.entities import RunTag
+                retry_locked(self.client.log_batch, run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            else:
+                if resume_run_id:
+                    tags["resumed_from_run"] = resume_run_id
+                exp_id = retry_locked(experiment_id, self.client, experiment)
+                run = retry_locked(self.client.create_run, exp_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.flush_every_s = flush_every_s
@@ -300,6 +259,67 @@ def _write_lines(path: Path, objs: list) -> None:
     write_atomic(path, "".join(json.dumps(o) + "\n" for o in objs))
 
 
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+
+def _is_str_dict(d) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
+
+def _is_metric(m) -> bool:
+    return (isinstance(m, dict) and isinstance(m.get("key"), str) and isinstance(m.get("value"), (int, float))
+            and all(isinstance(m.get(k), int) and not isinstance(m.get(k), bool) for k in ("timestamp", "step")))
+
+
+BACKLOG_OPS = {    # op -> (is it well formed, what it must hold)
+    "metrics": (lambda o: isinstance(o.get("metrics"), list) and all(map(_is_metric, o["metrics"])),
+                "metrics: a list of {key, value, timestamp, step}"),
+    "tags": (lambda o: _is_str_dict(o.get("tags")), "tags: an object of strings"),
+    "artifact": (lambda o: isinstance(o.get("path"), str) and isinstance(o.get("artifact_path"), (str, type(None))),
+                 "path: a string, artifact_path: a string or null"),
+    "end": (lambda o: o.get("status") in RUN_STATUSES, f"status: one of {', '.join(RUN_STATUSES)}"),
+}
+
+
+def read_backlog(path: Path) -> tuple[dict, list[dict]]:
+    """A backlog file's header and writes, every line checked; a PgpongError naming the first bad one.
+
+    A last line cut off mid-write (no newline, not JSON: the process died while appending it) is
+    skipped with a note; its write is lost either way.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PgpongError(f"{path}: not a pgpong tracking backlog (binary data at byte {e.start})") from None
+    lines = text.split("\n")
+    objs = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            if n == len(lines) and n > 1:     # the file does not end with a newline: a torn last write
+                print(f"pgpong: {path}: line {n} was cut off mid-write; skipped", file=sys.stderr)
+                break
+            raise PgpongError(f"{path}: line {n}: not JSON ({e.msg}); not a pgpong tracking backlog") from None
+        objs.append((n, obj))
+    if not objs or not isinstance(objs[0][1], dict) or objs[0][1].get("op") != "header":
+        raise PgpongError(f"{path}: not a pgpong tracking backlog (line 1 must be its header)")
+    header = objs[0][1]
+    if not (isinstance(header.get("uri"), str) and "://" in header["uri"] and isinstance(header.get("run_id"), str)
+            and header["run_id"]):
+        raise PgpongError(f"{path}: line 1: the header needs a tracking uri and a run_id")
+    for n, op in objs[1:]:
+        kind = op.get("op") if isinstance(op, dict) else None
+        if kind not in BACKLOG_OPS:
+            raise PgpongError(f"{path}: line {n}: unknown write {kind!r}; expected one of {', '.join(BACKLOG_OPS)}")
+        ok, needs = BACKLOG_OPS[kind]
+        if not ok(op):
+            raise PgpongError(f"{path}: line {n}: a malformed {kind} write (needs {needs})")
+    return header, [op for _, op in objs[1:]]
+
+
 def replay_backlog(path) -> int:
     """Send a backlog file's writes to the run it names; returns how many were sent."""
     path = Path(path)
@@ -307,24 +327,30 @@ def replay_backlog(path) -> int:
         path = path / BACKLOG_NAME
     if not path.is_file():
         raise PgpongError(f"{path}: no tracking backlog here (nothing to replay)")
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not lines or lines[0].get("op") != "header":
-        raise PgpongError(f"{path}: not a pgpong tracking backlog")
-    header, ops = lines[0], lines[1:]
-    from mlflow.tracking import MlflowClient
-    check_reachable(header["uri"])
+    header, ops = read_backlog(path)
     t = MlflowTracker.__new__(MlflowTracker)
-    t.client, t.uri, t.run_id = MlflowClient(tracking_uri=header["uri"]), header["uri"], header["run_id"]
+    t.client, t.uri, t.run_id = open_client(header["uri"], must_exist=True), header["uri"], header["run_id"]
+    if t._existing_run(t.run_id) is None:
+        raise PgpongError(f"{path}: its run {t.run_id} is not in {t.uri}; nothing sent")
     for i, op in enumerate(ops):
         try:
             t._do(op)
         except Exception as e:
             _write_lines(path, [header, *ops[i:]])
-            raise PgpongError(f"{path}: replay stopped after {i} of {len(ops)} writes ({type(e).__name__}: {e}); "
+            raise PgpongError(f"{path}: replay stopped after {i} of {len(ops)} writes ({_why(e)}); "
                               f"the rest stay in the file") from None
-    t._do({"op": "tags", "tags": {"tracking_backlog_replayed": str(len(ops))}})
     path.unlink()
+    try:
+        t._do({"op": "tags", "tags": {"tracking_backlog_replayed": str(len(ops))}})
+    except Exception as e:    # every write was sent; only this note of it is missing
+        print(f"pgpong: {len(ops)} writes sent, but tagging run {t.run_id} failed ({_why(e)})", file=sys.stderr)
     return len(ops)
+
+
+def _why(e: BaseException) -> str:
+    """A store's failure in a few words."""
+    text = str(e).strip()
+    return reason(e) or f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _param_str(v: Any) -> str:
