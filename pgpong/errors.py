@@ -4,6 +4,8 @@ import os
 import sqlite3
 import sys
 
+from pgpong import interrupt
+
 
 class PgpongError(Exception):
     """A problem the user can fix: bad config, missing file, unreachable server."""
@@ -54,13 +56,16 @@ def fault(e: BaseException) -> str | None:
 
 def entry_point(main):
     """The wrapper of every entry point's main(argv) -> exit code: a PgpongError or a fault of the
-    machine becomes one line, exit 2."""
+    machine becomes one line, exit 2; SIGINT/SIGTERM one line, exit 128 + signal."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            with interrupt.stopping():
+                return main(*args, **kwargs)
         except PgpongError as e:
             return say_error(e)
+        except interrupt.Stop as e:
+            return interrupt.say_stopped(e)
         except Exception as e:
             line = fault(e)
             if line is None:

@@ -12,6 +12,10 @@ The agent is the right (green) paddle. It plays with the training run's own prep
 input kind, actions and environment (all read from the config saved in the model file).
 With run_id, the video and the eval/<policy>/* metrics are logged to that MLflow run.
 """
+if __name__ == "__main__":     # before the slow imports below: a signal while they load is one line too
+    from pgpong import interrupt
+    interrupt.guard()
+
 import contextlib
 import os
 import sys

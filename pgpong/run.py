@@ -6,6 +6,10 @@
     python -m pgpong.run -m lr=1e-4,1e-3 seed=0,1 # a grid (Hydra multirun)
     python -m pgpong.run resume=<MLflow run id | ckpt.npz | checkpoints folder> [episodes=20000]
 """
+if __name__ == "__main__":     # before the slow imports below: a signal while they load is one line too
+    from pgpong import interrupt
+    interrupt.guard()
+
 import contextlib
 import os
 import re
@@ -20,7 +24,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from pgpong import cluster, config
+from pgpong import cluster, config, interrupt
 from pgpong.cli import precheck
 from pgpong.engine import checkpoint
 from pgpong.engine.state import SHAPE_KEYS
@@ -35,17 +39,23 @@ config.register()
 
 
 class StopFlag:
-    """SIGINT/SIGTERM handler: the first asks for a checkpoint and a clean stop, a second quits at once."""
+    """SIGINT/SIGTERM handler of a training run: the first asks for a checkpoint and a clean stop, a
+    second quits at once. Until the training loop first asks (start-up: envs, MLflow), there is
+    nothing to save: a signal stops at once (interrupt.Stop, a KeyboardInterrupt)."""
 
     def __init__(self):
         self.reason = None
+        self.asked = False
         self._old = {}
 
     def __call__(self):
+        self.asked = True
         return self.reason
 
     def handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if not self.asked:
+            raise interrupt.Stop(signum)
         if self.reason is None:
             self.reason = name
             print(f"pgpong: {name}: finishing the current step and writing a checkpoint "
@@ -205,6 +215,10 @@ def main(cfg) -> float:
         print(f"pgpong: stopped by {e.signame} at episode {e.episode}; checkpoint {e.checkpoint}; "
               f"continue with: python -m pgpong.run resume={target}", file=sys.stderr)
         sys.exit(128 + getattr(signal.Signals, e.signame, signal.SIGINT).value)
+    except interrupt.Stop as e:       # before training began: nothing to resume
+        if multirun:
+            write_job_status(out_dir, "KILLED", str(e))
+        raise
     except Exception as e:
         line = str(e) if isinstance(e, PgpongError) else fault(e)   # a user's mistake, or the machine's
         if not multirun:
