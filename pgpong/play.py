@@ -12,6 +12,10 @@ The agent is the right (green) paddle. It plays with the training run's own prep
 input kind, actions and environment (all read from the config saved in the model file).
 With run_id, the video and the eval/<policy>/* metrics are logged to that MLflow run.
 """
+if __name__ == "__main__":     # before the slow imports below: a signal while they load is one line too
+    from pgpong import interrupt
+    interrupt.guard()
+
 import contextlib
 import os
 import sys
@@ -32,6 +36,7 @@ from pgpong.engine.state import check_kind, check_model
 from pgpong.errors import PgpongError, entry_point
 from pgpong.files import atomic_path
 from pgpong.paths import resolve_path, resolve_sqlite_uri
+from pgpong.tracking import store
 
 KEYS = ("run_id", "model", "episodes", "policy", "video", "render", "seed", "env.max_episode_steps", "fps",
         "tracking.uri")
@@ -90,8 +95,8 @@ def model_from_run(run_id: str, uri: str, launch_dir: Path, tmp: Path) -> tuple[
     """The model.npz artifact of an MLflow run (and the client, to log back to the run)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=resolve_sqlite_uri(uri, launch_dir, "tracking.uri"))
+    client = store.open_client(resolve_sqlite_uri(uri, launch_dir, "tracking.uri"), must_exist=True,
+                               writes=False)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -258,12 +263,17 @@ def run(argv: list[str], launch_dir: Path | None = None) -> PlayResult:
         if client is not None:
             from mlflow.entities import Metric
             now, step = int(time.time() * 1000), model.episode
-            client.log_batch(args["run_id"], metrics=[
-                Metric(f"eval/{mode}/{k}", float(v), now, step) for k, v in
-                (("win_rate", res.win_rate), ("mean_score", np.mean(res.scores)), ("points_won", sum(res.won)),
-                 ("points_lost", sum(res.lost)), ("episodes", len(res.scores)))])
-            if res.video is not None:
-                client.log_artifact(args["run_id"], str(res.video), "videos")
+            try:
+                with store.faults(client.tracking_uri):
+                    client.log_batch(args["run_id"], metrics=[
+                        Metric(f"eval/{mode}/{k}", float(v), now, step) for k, v in
+                        (("win_rate", res.win_rate), ("mean_score", np.mean(res.scores)), ("points_won", sum(res.won)),
+                         ("points_lost", sum(res.lost)), ("episodes", len(res.scores)))])
+                    if res.video is not None:
+                        client.log_artifact(args["run_id"], str(res.video), "videos")
+            except PgpongError as e:
+                raise PgpongError(f"{e}; {len(res.scores)} games played (win rate {res.win_rate:.1%}) "
+                                  f"but not logged to run {args['run_id']}") from None
     return res
 
 

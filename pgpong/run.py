@@ -6,6 +6,10 @@
     python -m pgpong.run -m lr=1e-4,1e-3 seed=0,1 # a grid (Hydra multirun)
     python -m pgpong.run resume=<MLflow run id | ckpt.npz | checkpoints folder> [episodes=20000]
 """
+if __name__ == "__main__":     # before the slow imports below: a signal while they load is one line too
+    from pgpong import interrupt
+    interrupt.guard()
+
 import contextlib
 import os
 import re
@@ -16,18 +20,19 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from pgpong import cluster, config
+from pgpong import cluster, config, interrupt
 from pgpong.cli import precheck
 from pgpong.engine import checkpoint
 from pgpong.engine.state import SHAPE_KEYS
-from pgpong.errors import Interrupted, PgpongError, say_error
+from pgpong.errors import Interrupted, PgpongError, entry_point, fault, say_error
 from pgpong.files import remove_temps
 from pgpong.launch import newest_valid_checkpoint, read_checkpoint, start, train_run
 from pgpong.paths import CONF_DIR, resolve_path, resolve_sqlite_uri
-from pgpong.tracking import milestones, naming
+from pgpong.tracking import milestones, naming, store
 from pgpong.tracking.multirun import sweep_ids, threads_per_job, write_job_status
 from pgpong.tracking.tracker import make_tracker
 
@@ -35,17 +40,23 @@ config.register()
 
 
 class StopFlag:
-    """SIGINT/SIGTERM handler: the first asks for a checkpoint and a clean stop, a second quits at once."""
+    """SIGINT/SIGTERM handler of a training run: the first asks for a checkpoint and a clean stop, a
+    second quits at once. Until the training loop first asks (start-up: envs, MLflow), there is
+    nothing to save: a signal stops at once (interrupt.Stop, a KeyboardInterrupt)."""
 
     def __init__(self):
         self.reason = None
+        self.asked = False
         self._old = {}
 
     def __call__(self):
+        self.asked = True
         return self.reason
 
     def handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if not self.asked:
+            raise interrupt.Stop(signum)
         if self.reason is None:
             self.reason = name
             print(f"pgpong: {name}: finishing the current step and writing a checkpoint "
@@ -83,10 +94,9 @@ def find_checkpoint(resume: str, launch_dir: Path, tracking_cfg) -> Path:
         return p
     if re.fullmatch(r"[0-9a-f]{32}", resume) and tracking_cfg.backend == "mlflow":
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
         uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
         try:
-            run = MlflowClient(tracking_uri=uri).get_run(resume)
+            run = store.open_client(uri, must_exist=True, writes=False).get_run(resume)
         except MlflowException:
             raise PgpongError(f"resume={resume}: no such MLflow run in {uri}") from None
         folder = run.data.tags.get("checkpoint_dir")
@@ -241,16 +251,21 @@ def main(cfg) -> float:
         print(f"pgpong: stopped by {e.signame} at episode {e.episode}; checkpoint {e.checkpoint}; "
               f"continue with: python -m pgpong.run resume={target}", file=sys.stderr)
         sys.exit(128 + getattr(signal.Signals, e.signame, signal.SIGINT).value)
+    except interrupt.Stop as e:       # before training began: nothing to resume
+        if multirun:
+            write_job_status(out_dir, "KILLED", str(e))
+        raise
     except Exception as e:
+        line = str(e) if isinstance(e, PgpongError) else fault(e)   # a user's mistake, or the machine's
         if not multirun:
-            if not isinstance(e, PgpongError):
+            if line is None:
                 raise
-            sys.exit(say_error(e))
+            sys.exit(say_error(line))
         # In a multirun a failed job must not stop the others (sys.exit would end the whole sweep):
         # its MLflow run is already FAILED; leave a status for the sweep's end-of-run count.
-        if not isinstance(e, PgpongError):
+        if line is None:
             traceback.print_exc()
-        say_error(f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}")
+        say_error(f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {line or e}")
         write_job_status(out_dir, "FAILED", f"{type(e).__name__}: {e}")
         return None
     if multirun:
@@ -258,6 +273,26 @@ def main(cfg) -> float:
     return result
 
 
-if __name__ == "__main__":
+def hydra_line(e: HydraException) -> str:
+    """Hydra's message in one line: what failed and the options it lists, without its search path."""
+    text = str(e).split("Config search path:")[0].strip()
+    first, _, rest = text.partition("\n")
+    head, _, options = rest.strip().partition("\n")
+    return first + (f"; {head.strip()} {', '.join(o.strip() for o in options.split())}" if head else "")
+
+
+@entry_point
+def command() -> int:
+    """`python -m pgpong.run`: the command line checked, then the Hydra app. Hydra re-raises what
+    fails around a run (e.g. creating an output folder nobody can write), so that too is one line."""
     precheck(sys.argv[1:])
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except HydraException as e:     # e.g. hydra/launcher=nope, which precheck leaves to Hydra
+        raise PgpongError(hydra_line(e)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(command())

@@ -31,9 +31,10 @@ def test_two_runs_started_at_once_on_one_fresh_mlflow_db_both_finish_complete(tm
 
 OPTUNA_WORKER = """
 import sys, optuna
-from pgpong.tracking.tracker import retry_locked, store_init_lock
+from pgpong.tracking.store import first_use_lock
+from pgpong.tracking.tracker import retry_locked
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-with store_init_lock(sys.argv[1]):   # creating the tables of a fresh storage from two processes races
+with first_use_lock(sys.argv[1]):   # creating the tables of a fresh storage from two processes races
     study = retry_locked(optuna.create_study, study_name="s", storage=sys.argv[1], load_if_exists=True,
                          direction="maximize")
 study.optimize(lambda t: -(t.suggest_float("x", -1, 1) ** 2), n_trials=15)

@@ -47,7 +47,9 @@ def run_measured(args, cwd, module="pgpong.run", timeout=120):
 
 def assert_one_line_and_nothing_started(cwd, code, lines, rss_mb, cpu_s, expected, keep=()):
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines
-    assert rss_mb < 300 and cpu_s < 5, (rss_mb, cpu_s)         # checked, not started: ~70 MB, ~0.7 s
+    # checked, not started: ~0.7 s of CPU. (Peak RSS cannot tell: Linux counts the forking parent's
+    # resident size in a child's ru_maxrss, so under a large pytest process it reads ~450 MB.)
+    assert cpu_s < 5, (rss_mb, cpu_s)
     assert sorted(p.name for p in cwd.iterdir()) == sorted(keep)   # no mlflow.db, outputs/, optuna.db
 
 

@@ -7,7 +7,7 @@
                an entry point
     the rest   entry points (run, sweep, report, play, bench)
 
-The base modules (errors, paths, files) import nothing of pgpong but each other.
+The base modules (errors, paths, files, interrupt) import nothing of pgpong but each other.
 """
 import ast
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pgpong"
-BASE = {"pgpong.errors", "pgpong.paths", "pgpong.files"}
+BASE = {"pgpong.errors", "pgpong.paths", "pgpong.files", "pgpong.interrupt"}
 APP = {"pgpong.config", "pgpong.launch", "pgpong.cli", "pgpong.cliargs"}
 ALLOWED = {  # layer -> the pgpong modules/packages it may import
     "core": ("pgpong.core",),

@@ -49,6 +49,7 @@ from pgpong.report.stats import (
     probability_of_improvement,
     sooner_scores,
 )
+from pgpong.tracking import store
 from pgpong.tracking.naming import NOT_IN_NAME
 
 KEYS = ("experiment", "sweep", "runs", "tag", "filter", "from", "name", "out", "tracking.uri")
@@ -102,15 +103,8 @@ class Group:
 
 def open_client(uri: str, launch_dir: Path):
     """An MlflowClient on the resolved URI; a missing SQLite file is an error, not a new empty store."""
-    from mlflow.tracking import MlflowClient
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        path = path if path.is_absolute() else launch_dir / path
-        if not path.is_file():
-            raise PgpongError(f"tracking.uri={uri}: no such MLflow database ({path}); run from the directory "
-                              "you trained in or pass tracking.uri=sqlite:////abs/path/mlflow.db")
     resolved = resolve_sqlite_uri(uri, launch_dir, "tracking.uri")
-    return MlflowClient(tracking_uri=resolved), resolved
+    return store.open_client(resolved, must_exist=True, writes=False), resolved
 
 
 def search_all(client, experiment_ids: list[str], filter_string: str) -> list:
@@ -654,7 +648,13 @@ def report(argv: list[str], launch_dir: Path | None = None) -> dict:
 
     write_atomically(target, build)
     from_one_store = len(clients) == 1 and not args.get("from")
-    report_run = log_report_run(clients[0], groups, name, target, sources, command) if from_one_store else None
+    report_run = None
+    if from_one_store:
+        try:
+            with store.faults(clients[0].tracking_uri):
+                report_run = log_report_run(clients[0], groups, name, target, sources, command)
+        except PgpongError as e:
+            raise PgpongError(f"{e}; the report is in {target} but not logged as a report run") from None
     return {"dir": target, "run_id": report_run, "groups": groups, "markdown": out["files"]["report.md"], **out}
 
 

@@ -154,12 +154,12 @@ def open_tracking_store(tracking_cfg, launch_dir: Path) -> None:
     SQLite store fail its schema migration."""
     if tracking_cfg.backend == "none":
         return
-    from mlflow.tracking import MlflowClient
-
     from pgpong.paths import resolve_sqlite_uri
+    from pgpong.tracking.store import faults, open_client
     from pgpong.tracking.tracker import experiment_id
-    client = MlflowClient(tracking_uri=resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri"))
-    experiment_id(client, tracking_cfg.experiment)
+    uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
+    with faults(uri):
+        experiment_id(open_client(uri), tracking_cfg.experiment)
 
 
 @entry_point

@@ -49,7 +49,8 @@ from pgpong.sweep.spec import (
     spec_path,
 )
 from pgpong.tracking import naming
-from pgpong.tracking.tracker import NullTracker, experiment_id, make_tracker
+from pgpong.tracking.store import check_store, faults, first_use_lock, open_client
+from pgpong.tracking.tracker import NullTracker, experiment_id, make_tracker, retry_locked
 
 DRIVER_KEYS = ("sweep", "n_trials", "storage", "study", "episodes")
 WORKER = f"{socket.gethostname()}:{os.getpid()}" + (f" ({scheduler_job()})" if scheduler_job() else "")   # who ran a trial
@@ -219,7 +220,9 @@ def make_storage(url: str, launch_dir: Path, file):
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     for attempt in range(SCHEMA_RACE_TRIES):
         try:
-            with warnings.catch_warnings():    # heartbeats (stale trials of dead workers -> FAIL) are "experimental"
+            # heartbeats (stale trials of dead workers -> FAIL) are "experimental"; a fresh SQLite
+            # file gets its tables from one process at a time (first_use_lock)
+            with warnings.catch_warnings(), first_use_lock(url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
                                                   grace_period=180), shown
@@ -263,13 +266,8 @@ def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str,
     """The study's parent run id: found by tags, or created; racing workers agree on the earliest."""
     if tracking_cfg.backend == "none":
         return None
-    from mlflow.tracking import MlflowClient
-
-    from pgpong.tracking.tracker import check_reachable
     uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
-    check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
-    exp = experiment_id(client, tracking_cfg.experiment)
+    client = open_client(uri)
     filt = (f"tags.pgpong_kind = 'study' and tags.optuna_study = '{study_name}' "
             f"and tags.optuna_storage = '{storage_id}'")
 
@@ -277,18 +275,20 @@ def study_parent_run(tracking_cfg, launch_dir, study_name: str, storage_id: str,
         return sorted(client.search_runs([exp], filt, max_results=50),
                       key=lambda r: (r.info.start_time, r.info.run_id))
 
-    found = candidates()
-    if not found:
-        mine = client.create_run(exp, run_name=f"study {study_name}", tags={k: str(v) for k, v in tags.items()})
-        # a run is stamped (start_time) before it is stored: a worker that searched right after
-        # storing its own could miss an earlier-stamped one still on its way and keep its own, so
-        # wait until every run stamped before ours is visible, then all workers pick the same
-        time.sleep(PARENT_SETTLE_S)
+    with faults(uri):     # e.g. a read-only mlflow.db: one line
+        exp = retry_locked(experiment_id, client, tracking_cfg.experiment)
         found = candidates()
-        if found[0].info.run_id != mine.info.run_id:    # another worker created one first: use it
-            client.delete_run(mine.info.run_id)
-    run_id = found[0].info.run_id
-    client.update_run(run_id, status="RUNNING")
+        if not found:
+            mine = client.create_run(exp, run_name=f"study {study_name}", tags={k: str(v) for k, v in tags.items()})
+            # a run is stamped (start_time) before it is stored: a worker that searched right after
+            # storing its own could miss an earlier-stamped one still on its way and keep its own, so
+            # wait until every run stamped before ours is visible, then all workers pick the same
+            time.sleep(PARENT_SETTLE_S)
+            found = candidates()
+            if found[0].info.run_id != mine.info.run_id:    # another worker created one first: use it
+                client.delete_run(mine.info.run_id)
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
     return run_id
 
 
@@ -454,9 +454,8 @@ def prepare(argv: list[str], launch_dir: Path) -> dict:
     p = check(argv, launch_dir)
     file, cfg = p["spec"].file, p["cfg"]
     if cfg.tracking.backend != "none":
-        from pgpong.tracking.tracker import check_reachable
         try:
-            check_reachable(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"))
+            check_store(resolve_sqlite_uri(cfg.tracking.uri, launch_dir, "tracking.uri"))
         except PgpongError as e:
             raise SpecError(file, "tracking.uri", str(e)) from None
     p["storage"], p["storage_id"] = make_storage(p["storage_url"], launch_dir, file)

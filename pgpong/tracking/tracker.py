@@ -20,7 +20,6 @@ then leaves out the points of the episodes it plays again that MLflow already ha
 kill those episodes were logged before the stop: the first write is kept). SQLite's "database
 is locked" (two runs writing one mlflow.db) is retried with backoff instead.
 """
-import contextlib
 import json
 import os
 import random
@@ -36,6 +35,7 @@ from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
 from pgpong.tracking import milestones
+from pgpong.tracking.store import faults, open_client, reason
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -64,30 +64,6 @@ def retry_locked(fn, *args, timeout_s: float = LOCKED_RETRY_S, **kwargs):
             delay = min(delay * 2, 2.0)
 
 
-@contextlib.contextmanager
-def store_init_lock(uri: str):
-    """Hold an exclusive file lock beside a SQLite store while it is created or migrated.
-
-    Two processes opening one fresh mlflow.db (or Optuna storage) at once both run the schema
-    migrations and one fails ("duplicate column", "UNIQUE constraint failed: alembic_version").
-    Wrap the first open in this (e.g. `with store_init_lock(url): optuna.create_study(...)`).
-    Other URIs: no lock.
-    """
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        yield
-        return
-    import fcntl
-    lock_path = Path(uri[len(prefix):] + ".init.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def is_unreachable(e: BaseException) -> bool:
     """A failure of the store, not of the request: worth keeping the write and trying later."""
     import requests
@@ -109,18 +85,6 @@ class NullTracker:
     def audit(self, first_episode: int, episodes: int, first_update: int, updates: int) -> str: return ""
     def time_to(self) -> dict | None: return None
     def end(self, status: str = "FINISHED") -> None: pass
-
-
-def check_reachable(uri: str, timeout_s: int = 5) -> None:
-    """Fail early, with the URI in the message, when an HTTP tracking server does not answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
-    except requests.RequestException as e:
-        raise PgpongError(f"tracking.uri={uri}: the MLflow tracking server does not answer "
-                          f"({type(e).__name__}); start it or use tracking.uri=sqlite:///mlflow.db") from None
 
 
 def experiment_id(client, name: str) -> str:
@@ -148,31 +112,26 @@ class MlflowTracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict,
                  flush_every_s: float = 10.0, parent_run_id: str | None = None,
                  resume_run_id: str | None = None, backlog_path=None, stopped_backlog=None):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        from mlflow.tracking import MlflowClient
-        check_reachable(uri)
-        with store_init_lock(uri):     # the first open of a fresh SQLite store creates its tables
-            self.client = MlflowClient(tracking_uri=uri)
-            self.client.search_experiments(max_results=1)
+        self.client = open_client(uri)   # answers (or one line), tables created under the first-use lock
         self.uri = uri
         tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         self.resumed, self.resume_count = False, 0
-        run = self._existing_run(resume_run_id) if resume_run_id else None
-        if run is not None:      # continue the interrupted run: same run id, metrics go on
-            self.resumed = True
-            retry_locked(self.client.update_run, run.info.run_id, status="RUNNING")
-            n = self.resume_count = int(run.data.tags.get("resume_count", "0")) + 1
-            tags = {**tags, "resume_count": str(n)}
-            from mlflow.entities import RunTag
-            retry_locked(self.client.log_batch, run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        else:
-            if resume_run_id:
-                tags["resumed_from_run"] = resume_run_id
-            exp_id = retry_locked(experiment_id, self.client, experiment)
-            run = retry_locked(self.client.create_run, exp_id, run_name=run_name, tags=tags)
+        with faults(uri):          # e.g. a read-only mlflow.db refuses the run's first write: one line
+            run = self._existing_run(resume_run_id) if resume_run_id else None
+            if run is not None:      # continue the interrupted run: same run id, metrics go on
+                self.resumed = True
+                retry_locked(self.client.update_run, run.info.run_id, status="RUNNING")
+                n = self.resume_count = int(run.data.tags.get("resume_count", "0")) + 1
+                tags = {**tags, "resume_count": str(n)}
+                from mlflow.entities import RunTag
+                retry_locked(self.client.log_batch, run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            else:
+                if resume_run_id:
+                    tags["resumed_from_run"] = resume_run_id
+                exp_id = retry_locked(experiment_id, self.client, experiment)
+                run = retry_locked(self.client.create_run, exp_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.flush_every_s = flush_every_s
@@ -463,33 +422,68 @@ def _write_lines(path: Path, objs: list) -> None:
     write_atomic(path, "".join(json.dumps(o) + "\n" for o in objs))
 
 
-OP_FIELDS = {"metrics": "metrics", "tags": "tags", "artifact": "path", "end": "status"}
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
 
-def read_backlog(path: Path) -> tuple[dict | None, list]:
-    """(header, kept writes) of a backlog file; (None, []) when it holds no complete line.
+def _is_str_dict(d) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
 
-    Lines are appended and fsync'd one by one, so a kill can cut only the last one short: a last
-    line without its newline is dropped (its write was never kept; the checkpoint does not cover it).
+
+def _is_metric(m) -> bool:
+    return (isinstance(m, dict) and isinstance(m.get("key"), str) and isinstance(m.get("value"), (int, float))
+            and all(isinstance(m.get(k), int) and not isinstance(m.get(k), bool) for k in ("timestamp", "step")))
+
+
+BACKLOG_OPS = {    # op -> (is it well formed, what it must hold)
+    "metrics": (lambda o: isinstance(o.get("metrics"), list) and all(map(_is_metric, o["metrics"])),
+                "metrics: a list of {key, value, timestamp, step}"),
+    "tags": (lambda o: _is_str_dict(o.get("tags")), "tags: an object of strings"),
+    "artifact": (lambda o: isinstance(o.get("path"), str) and isinstance(o.get("artifact_path"), (str, type(None))),
+                 "path: a string, artifact_path: a string or null"),
+    "end": (lambda o: o.get("status") in RUN_STATUSES, f"status: one of {', '.join(RUN_STATUSES)}"),
+}
+
+
+def read_backlog(path: Path) -> tuple[dict | None, list[dict]]:
+    """A backlog file's header and writes, every line checked; a PgpongError naming the first bad one.
+
+    A last line cut off mid-write (no newline, not JSON: the process died while appending it) is
+    skipped with a note; its write is lost either way (the checkpoint does not cover it). (None, [])
+    when the file holds no line at all.
     """
-    lines = path.read_text().split("\n")[:-1]   # the part after the last newline is empty or cut short
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PgpongError(f"{path}: not a pgpong tracking backlog (binary data at byte {e.start})") from None
+    lines = text.split("\n")
     objs = []
-    for i, line in enumerate(lines, 1):
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            objs.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise PgpongError(f"{path}: line {i} is not JSON; not a pgpong tracking backlog") from None
+            obj = json.loads(line)
+        except ValueError as e:
+            if n == len(lines) and n > 1:     # the file does not end with a newline: a torn last write
+                print(f"pgpong: {path}: line {n} was cut off mid-write; skipped", file=sys.stderr)
+                break
+            raise PgpongError(f"{path}: line {n}: not JSON ({e.msg}); not a pgpong tracking backlog") from None
+        objs.append((n, obj))
     if not objs:
         return None, []
-    header, ops = objs[0], objs[1:]
-    if not isinstance(header, dict) or header.get("op") != "header" or not isinstance(header.get("run_id"), str):
-        raise PgpongError(f"{path}: no header line naming a run; not a pgpong tracking backlog")
-    for i, op in enumerate(ops, 2):
-        field = OP_FIELDS.get(op.get("op")) if isinstance(op, dict) else None
-        if field is None or field not in op or (op["op"] == "metrics" and not all(
-                isinstance(m, dict) and {"key", "value", "timestamp", "step"} <= m.keys() for m in op["metrics"])):
-            raise PgpongError(f"{path}: line {i} is not a kept write (op one of {', '.join(OP_FIELDS)})")
-    return header, ops
+    if not isinstance(objs[0][1], dict) or objs[0][1].get("op") != "header":
+        raise PgpongError(f"{path}: not a pgpong tracking backlog (line 1 must be its header)")
+    header = objs[0][1]
+    if not (isinstance(header.get("uri"), str) and "://" in header["uri"] and isinstance(header.get("run_id"), str)
+            and header["run_id"]):
+        raise PgpongError(f"{path}: line 1: the header needs a tracking uri and a run_id")
+    for n, op in objs[1:]:
+        kind = op.get("op") if isinstance(op, dict) else None
+        if kind not in BACKLOG_OPS:
+            raise PgpongError(f"{path}: line {n}: unknown write {kind!r}; expected one of {', '.join(BACKLOG_OPS)}")
+        ok, needs = BACKLOG_OPS[kind]
+        if not ok(op):
+            raise PgpongError(f"{path}: line {n}: a malformed {kind} write (needs {needs})")
+    return header, [op for _, op in objs[1:]]
 
 
 def replay_backlog(path) -> int:
@@ -508,25 +502,29 @@ def replay_backlog(path) -> int:
         path.unlink()
         return 0
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-    check_reachable(header["uri"])
-    client, run_id = MlflowClient(tracking_uri=header["uri"]), header["run_id"]
+    client, run_id = open_client(header["uri"], must_exist=True), header["run_id"]
     try:
         run = retry_locked(client.get_run, run_id)
     except MlflowException as e:
-        raise PgpongError(f"{path}: run {run_id} is not in {header['uri']} ({e.error_code})") from None
+        raise PgpongError(f"{path}: its run {run_id} is not in {header['uri']} ({e.error_code}); nothing sent") from None
     later = int(run.data.tags.get("resume_count", "0")) > int(header.get("resume_count", 0))
     present = present_steps(client, run_id, {m["key"] for op in ops if op["op"] == "metrics" for m in op["metrics"]})
     try:
         sent, skipped = send_kept(client, run_id, ops, present, with_end=not later)
     except Exception as e:
-        raise PgpongError(f"{path}: replay stopped ({type(e).__name__}: {e}); the file is kept: run the command "
+        raise PgpongError(f"{path}: replay stopped ({_why(e)}); the file is kept: run the command "
                           f"again (what was sent is not sent twice)") from None
     send_op(client, run_id, {"op": "tags", "tags": {"tracking_backlog_replayed": str(sent)}})
     path.unlink()
     if skipped:
         print(f"pgpong: {skipped} metric points were in {header['uri']} already; left out", file=sys.stderr)
     return sent
+
+
+def _why(e: BaseException) -> str:
+    """A store's failure in a few words."""
+    text = str(e).strip()
+    return reason(e) or f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _param_str(v: Any) -> str:
