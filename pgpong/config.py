@@ -91,6 +91,7 @@ class Config:
     decay_rate: float = 0.99      # RMSProp leaky average of grad^2
     seed: int = 0                 # one seed for weights, actions and emulators
     episodes: int = 10000         # episodes to train
+    stop_at: Optional[float] = None  # end the run once the running reward passes this (0: it beats the built-in AI); null: all episodes
     dtype: str = "float32"        # float32 | float64 for weights and activations
     checkpoint_every: int = 100   # episodes between model/checkpoint files
     checkpoint_keep: int = 3      # newest training checkpoints kept in <output dir>/checkpoints
@@ -178,6 +179,7 @@ RULES = {
     "decay_rate": UNIT_LEFT_CLOSED,
     "seed": NON_NEGATIVE_INT,
     "episodes": POSITIVE_INT,
+    "stop_at": Rule(lambda v: _finite(v) and -21 < v < 21, "a running reward in (-21, 21)", optional=True),
     "dtype": choice("float32", "float64"),
     "checkpoint_every": POSITIVE_INT,
     "checkpoint_keep": POSITIVE_INT,

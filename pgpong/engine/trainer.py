@@ -96,7 +96,8 @@ def check_finite(episode: int, arrays: dict) -> None:
 
 def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), state: TrainState | None = None,
           live: Live | None = None, progress: Progress | None = None, stop=None, ckpt_meta: dict | None = None) -> dict:
-    """Train until cfg.episodes episodes have finished; returns a summary of the run.
+    """Train until cfg.episodes episodes have finished, or until the running reward passes
+    cfg.stop_at; returns a summary of the run.
 
     state and live: where a checkpoint left training (pgpong/engine/state.py::restore_state);
     without them, fresh weights from rng and fresh episodes on every env.
@@ -111,6 +112,7 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
     live = live or start_rollouts(cfg, envs)
     rollouts, sent = live.rollouts, live.sent
     episodes, batch_size, checkpoint_every = cfg.episodes, cfg.batch_size, cfg.checkpoint_every
+    stop_at = cfg.get("stop_at")      # None: train every episode
     gamma, baseline, step = cfg.gamma, cfg.baseline.kind, optimizer(cfg)
     start, start_steps = time.monotonic(), state.steps
     ckpt_dir, ckpt_due, ckpt_steps = out_dir / "checkpoints", False, state.steps
@@ -120,6 +122,7 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
 
         Episodes past the target count go to live.leftover; returns whether a checkpoint is due.
         """
+        nonlocal episodes
         due = False
         for j, buf in enumerate(finished):
             if state.episode >= episodes:
@@ -136,6 +139,8 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
             due |= state.episode % checkpoint_every == 0
             for cb in callbacks:
                 cb(state.episode, metrics)
+            if stop_at is not None and state.running > stop_at:
+                episodes = state.episode        # target reached: this episode is the run's last
         return due
 
     try:

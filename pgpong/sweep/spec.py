@@ -28,7 +28,7 @@ SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 PARAM_TYPES = ("float", "int", "categorical")
 TOP_KEYS = {"description", "n_trials", "direction", "episodes", "seeds", "aggregate", "objective",
-            "report_every", "sampler", "pruner", "fixed", "params"}
+            "report_every", "sampler", "pruner", "fixed", "params", "enqueue"}
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Spec:
     sampler: dict = field(default_factory=lambda: {"name": "tpe"})
     pruner: dict = field(default_factory=lambda: {"name": "median"})
     fixed: list[str] = field(default_factory=list)
+    enqueue: list[dict] = field(default_factory=list)    # points tried first (e.g. the gist's settings)
     description: str = ""
 
     def value(self, curve: "Curve") -> float:
@@ -213,6 +214,30 @@ def parse_param(file, name: str, d) -> Param:
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
+def parse_enqueue(file, raw, params: list[Param]) -> list[dict]:
+    """`enqueue:`: points the study tries before sampling, each a mapping of some params to a value
+    their distribution allows (the others are sampled)."""
+    if not isinstance(raw, list):
+        raise SpecError(file, "enqueue", f"{raw!r}: must be a list of mappings of params to values")
+    by_name, points = {p.name: p for p in params}, []
+    for i, point in enumerate(raw):
+        if not isinstance(point, dict) or not point:
+            raise SpecError(file, f"enqueue[{i}]", f"{point!r}: must map params to values")
+        for name, value in point.items():
+            key, p = f"enqueue[{i}].{name}", by_name.get(name)
+            if p is None:
+                raise SpecError(file, key, f"not a param of this spec; params: {', '.join(by_name)}")
+            if p.type == "categorical":
+                if value not in p.choices:
+                    raise SpecError(file, key, f"{value!r}: not one of its choices {p.choices}")
+            elif (isinstance(value, bool) or not isinstance(value, (int, float)) or not p.low <= value <= p.high
+                  or (p.type == "int" and not isinstance(value, int))):
+                raise SpecError(file, key, f"{value!r}: must be {'an integer' if p.type == 'int' else 'a number'}"
+                                f" in [{p.low}, {p.high}]")
+        points.append(dict(point))
+    return points
+
+
 def load_spec(path: Path) -> Spec:
     """Read and check a spec file; every problem is a SpecError naming the file and key."""
     path = Path(path)
@@ -284,9 +309,10 @@ def load_spec(path: Path) -> Spec:
     if not isinstance(fixed, list) or any(not isinstance(o, str) or "=" not in o for o in fixed):
         raise SpecError(path, "fixed", f"{fixed!r}: must be a list of Hydra overrides like 'gamma=0.99'")
     report_every = _int(path, "report_every", raw.get("report_every", max(1, episodes // 10)))
+    enqueue = parse_enqueue(path, raw.get("enqueue", []), params)
     return Spec(name=path.stem, file=path, params=params, episodes=episodes,
                 n_trials=_int(path, "n_trials", raw.get("n_trials", 20)),
                 direction=direction, threshold=float(threshold), measure=measure,
                 seeds=seeds, aggregate=_choice(path, "aggregate", raw.get("aggregate", "mean"), tuple(AGGREGATES)),
                 objective=kind, k=k, report_every=report_every, sampler=dict(sampler), pruner=dict(pruner),
-                fixed=list(fixed), description=str(raw.get("description", "")))
+                fixed=list(fixed), enqueue=enqueue, description=str(raw.get("description", "")))

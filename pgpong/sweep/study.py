@@ -91,7 +91,7 @@ def override(name: str, value) -> str:
     return f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}"
 
 
-SET_BY_SWEEP = ("seed", "episodes")    # the spec's seeds and episodes set them for every trial
+SET_BY_SWEEP = ("seed", "episodes", "stop_at")   # the spec's seeds, episodes and time_to threshold set them
 MAX_COMBINATIONS = 20000                # joint extremes checked at most (each takes ~1 ms)
 
 
@@ -181,10 +181,19 @@ def make_sampler(spec: Spec):
     return optuna.samplers.TPESampler(**kwargs)
 
 
+def step_span(spec: Spec) -> int:
+    """Room on Optuna's step axis for one seed: seed j reports at steps j * step_span + progress."""
+    if spec.objective == "time_to" and spec.measure != "episodes":
+        return 10**12          # agent steps or seconds: no fixed budget
+    return spec.episodes
+
+
 def make_pruner(spec: Spec):
-    """Steps are episodes on one axis across seeds: seed j's episode e is step j*episodes + e."""
+    """Steps run on one axis across seeds: seed j's progress p (episodes; for time_to, what it
+    measures) is step j * step_span + p."""
     import optuna
-    p, max_resource = spec.pruner, spec.episodes * len(spec.seeds)
+    p = spec.pruner
+    max_resource = spec.episodes * len(spec.seeds) if step_span(spec) == spec.episodes else "auto"
     if p["name"] == "none":
         return optuna.pruners.NopPruner()
     if p["name"] == "median":
@@ -237,20 +246,30 @@ def make_storage(url: str, launch_dir: Path, file):
 
 
 class Reporter:
-    """Trainer callback: keeps the run's curve (pgpong/sweep/spec.py::Curve), reports the objective
-    to Optuna every `report_every` episodes, prunes when told."""
+    """Trainer callback: keeps the run's curve (pgpong/sweep/spec.py::Curve), reports to Optuna
+    every `report_every` units of progress, prunes when told.
+
+    Progress is counted in episodes; for a time_to objective, in what it measures (episodes, agent
+    steps or seconds), and the value reported is the running reward still to gain (threshold -
+    running reward): at equal cost, the trial further from the threshold is the worse one. (Its
+    cost so far would rank it the other way round: a better agent plays longer episodes.)
+    """
 
     def __init__(self, trial, spec: Spec, step_offset: int, tracker):
         self.trial, self.spec, self.offset, self.tracker = trial, spec, step_offset, tracker
         self.curve, self.start = Curve(), time.monotonic()
+        self.next_report = spec.report_every
 
     def __call__(self, episode: int, metrics: dict) -> None:
         import optuna
-        self.curve.add(metrics["episode/running_reward"], metrics["episode/length"], time.monotonic() - self.start)
-        if episode % self.spec.report_every:
+        spec, curve = self.spec, self.curve
+        curve.add(metrics["episode/running_reward"], metrics["episode/length"], time.monotonic() - self.start)
+        progress = curve.cost(spec.measure)[-1] if spec.objective == "time_to" else episode
+        if progress < self.next_report:
             return
-        step = self.offset + episode
-        value = self.spec.value(self.curve)
+        step = self.offset + int(self.next_report)
+        self.next_report += spec.report_every * (1 + (progress - self.next_report) // spec.report_every)
+        value = spec.threshold - curve.running[-1] if spec.objective == "time_to" else spec.value(curve)
         self.trial.report(value, step)
         self.tracker.log_metrics({"trial/intermediate": value}, step=step)
         if self.trial.should_prune():
@@ -340,7 +359,7 @@ class Objective:
                 tracker = trial_tracker if single else self.tracker(
                     f"trial {trial.number} seed {seed}", {**tags, "pgpong_kind": "trial_seed", "seed": seed},
                     trial_tracker.run_id)
-                reporter = Reporter(trial, spec, j * spec.episodes, trial_tracker)
+                reporter = Reporter(trial, spec, j * step_span(spec), trial_tracker)
                 status = "FAILED"
                 try:
                     train_seed(cfg, tracker, self.out_root / f"trial-{trial.number}" / f"seed-{seed}", [reporter],
@@ -444,6 +463,8 @@ def check(argv: list[str], launch_dir: Path) -> dict:
         if key in SET_BY_SWEEP or key in names:
             raise SpecError(file, key, f"{o}: set by the sweep itself (seeds, episodes, params in the spec)")
     base = spec.fixed + extra + [f"episodes={spec.episodes}"]
+    if spec.objective == "time_to":     # a trial is done once it passes the threshold: its cost is known
+        base.append(f"stop_at={spec.threshold!r}")
     check_params(spec, base)
     return {"spec": spec, "base": base, "extra": extra, "cfg": checked_cfg(file, "fixed", base),
             "study_name": study_name, "n_trials": spec.n_trials, "storage_url": args.get("storage", "sqlite:///optuna.db")}
@@ -484,6 +505,9 @@ def sweep(p: dict, launch_dir: Path) -> dict:
         parent_tracker = make_tracker(cfg.tracking, launch_dir, f"study {study_name}", {}, resume_run_id=parent)
     out_root = launch_dir / "outputs" / "sweeps" / study_name
     already = sum(counts(study).values())
+    if not already:
+        for params in spec.enqueue:     # the spec's known points first (skipped if another worker queued them)
+            study.enqueue_trial(params, skip_if_exists=True)
     print(f"pgpong: study {study_name!r} in {p['storage_id']}: {already} of {n_trials} trials exist"
           + (f"; MLflow parent run {parent}" if parent else ""), file=sys.stderr)
     objective = Objective(spec, p["base"], n_trials, study_name, launch_dir, cfg.tracking, parent, out_root)
