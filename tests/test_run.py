@@ -45,6 +45,27 @@ def test_smoke_run_is_tracked_in_mlflow(tmp_path, cli):
     assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "train/grad_norm"))
 
 
+def test_stop_at_ends_the_run_at_the_first_episode_whose_running_reward_passes_it(tmp_path, cli):
+    base = TINY + ["episodes=10", "seed=2", "checkpoint_every=100"]
+    (tmp_path / "full").mkdir()
+    full = cli(base, cwd=tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    client, [run] = runs_in(tmp_path / "full" / "mlflow.db")
+    running = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "episode/running_reward"),
+                                       key=lambda m: m.step)]
+    # the threshold: just under the first new high after episode 1, so the run must stop exactly there
+    last = next(i for i in range(1, len(running)) if running[i] > max(running[:i]))
+    threshold = (max(running[:last]) + running[last]) / 2
+    (tmp_path / "stop").mkdir()
+    stopped = cli(base + [f"stop_at={threshold!r}"], cwd=tmp_path / "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"pgpong: {last + 1} episodes," in stopped.stderr
+    client, [run] = runs_in(tmp_path / "stop" / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "episode/running_reward"))
+    assert steps == list(range(1, last + 2))
+
+
 def test_tracking_none_writes_no_database(tmp_path, cli):
     proc = cli(TINY + ["tracking=none"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -66,6 +87,7 @@ def test_tracking_none_writes_no_database(tmp_path, cli):
     ("optim.beta1=0.5", "optim.beta1: unknown key; allowed in 'optim': name, eps"),
     ("baseline.lr=0.1", "baseline.lr: unknown key; allowed in 'baseline': kind"),
     ("env.frameskip=x", "env.frameskip=x: must be an integer or null"),
+    ("stop_at=21", "stop_at=21.0: must be a running reward in (-21, 21) or null"),
 ])
 def test_bad_input_is_one_plain_line_and_nothing_is_left(tmp_path, cli, override, expected):
     args = ["-m", override] if "," in override else [override]

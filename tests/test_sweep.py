@@ -78,6 +78,13 @@ def test_time_to_is_the_cost_at_the_first_pass_and_censored_runs_rank_after_ever
     ("episodes: 3\nparams: {lr: {type: float, low: 0.1, high: 1}}\npruner: {name: asha}\n", "pruner.name"),
     ("episodes: 3\nparams:\n  lr: {type: float, low: 0.1\n", "line"),
     ("- just\n- a list\n", "(top)"),
+    ("episodes: 3\nparams: {lr: {type: float, low: 0.1, high: 1}}\nenqueue: [{H: 8}]\n",
+     "enqueue[0].H: not a param of this spec"),
+    ("episodes: 3\nparams: {lr: {type: float, low: 0.1, high: 1}}\nenqueue: [{lr: 0.1}, {lr: 2}]\n",
+     "enqueue[1].lr: 2: must be a number in [0.1, 1]"),
+    ("episodes: 3\nparams: {crop: {type: categorical, choices: [fix]}}\nenqueue: [{crop: karpathy}]\n",
+     "enqueue[0].crop: 'karpathy': not one of its choices"),
+    ("episodes: 3\nparams: {lr: {type: float, low: 0.1, high: 1}}\nenqueue: {lr: 0.5}\n", "enqueue: {"),
 ])
 def test_bad_specs_name_the_file_and_key(tmp_path, text, key):
     (tmp_path / "bad.yaml").write_text(text)
@@ -187,6 +194,37 @@ params:
         assert t.value == pytest.approx(time_to_value(running, [1, 2, 3, 4][:len(running)], threshold))
         assert client.get_run(run_id).data.metrics["trial/reached_seed_0"] == float(passed)
         assert (t.value <= 4) == passed
+
+
+def test_a_time_to_search_in_seconds_tries_its_enqueued_point_first_and_reports_the_distance_still_to_go(
+        tmp_path, monkeypatch):
+    threshold = -3.5
+    name = write(tmp_path, f"""\
+episodes: 6
+direction: minimize
+objective: {{kind: time_to, threshold: {threshold}, measure: seconds}}
+report_every: 1
+sampler: {{name: random, seed: 3}}
+pruner: {{name: none}}
+fixed: [env.max_episode_steps=200]
+params:
+  lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
+enqueue:
+  - {{lr: 1.0e-3}}
+""")
+    assert sweep(tmp_path, monkeypatch, f"sweep={name}", "n_trials=2", *TINY_TRIAL) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    trials = optuna.load_study(study_name="spec", storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
+    assert trials[0].params == {"lr": 1.0e-3} and trials[1].params != {"lr": 1.0e-3}
+    for t in trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        running = {m.step: m.value for m in client.get_metric_history(run_id, "episode/running_reward")}
+        assert all(isinstance(step, int) and step >= 1 for step in t.intermediate_values)   # whole seconds
+        for value in t.intermediate_values.values():    # threshold - the running reward at that moment
+            assert any(value == pytest.approx(threshold - r) for r in running.values())
+        if any(r > threshold for r in running.values()):
+            assert t.value <= t.user_attrs["duration_s"]
+    assert sum(len(t.intermediate_values) for t in trials) >= 2
 
 
 def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path, monkeypatch):
