@@ -158,6 +158,8 @@ REFUSED = [
     ("decay_rate=-0.1", "decay_rate=-0.1: must be in [0, 1)"),
     ("seed=-1", "seed=-1: must be >= 0"),
     ("episodes=-3", "episodes=-3: must be a positive integer"),
+    ("stop_at=-21", "stop_at=-21.0: must be a running reward in (-21, 21) or null"),
+    ("stop_at=nan", "stop_at=nan: must be a running reward in (-21, 21) or null"),
     ("checkpoint_every=0", "checkpoint_every=0: must be a positive integer"),
     ("checkpoint_keep=0", "checkpoint_keep=0: must be a positive integer"),
     ("log_every_s=-1", "log_every_s=-1.0: must be >= 0 and finite"),
