@@ -198,17 +198,20 @@ def run(cfg) -> dict:
         tags.update(sweep_tags)
         tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
                                resume_run_id=(saved or {}).get("mlflow_run_id"),
-                               stopped_out_dir=stopped_out_dir(ckpt[2]) if ckpt else None)
+                               stopped_out_dir=stopped_out_dir(ckpt[2]) if ckpt else None, defer=True)
+        ckpt_meta = {"run_name": name}     # + the run id once MLflow has it (the trainer flushes before a checkpoint)
+        tracker.when_ready(lambda t: ckpt_meta.update(mlflow_run_id=t.run_id))
         # the first episode and update this MLflow run should hold (a new run made from a checkpoint: after it)
         first = (begun.state.episode, begun.state.updates) if begun.state and not getattr(tracker, "resumed", False) \
             else (0, 0)
         status = "FAILED"
         try:
-            print(f"pgpong: run {name!r} -> {out_dir}" + (f" (MLflow run {tracker.run_id})" if tracker.run_id else "")
+            print(f"pgpong: run {name!r} -> {out_dir}"
                   + (f", resumed from {ckpt[2]} at episode {begun.state.episode}" if ckpt else ""),
                   file=sys.stderr, flush=True)
-            summary = train_run(cfg, begun, tracker, out_dir, stop=stop,
-                                ckpt_meta={"mlflow_run_id": tracker.run_id, "run_name": name})
+            tracker.when_ready(lambda t: t.run_id and print(f"pgpong: MLflow run {t.run_id} ({t.uri})",
+                                                            file=sys.stderr, flush=True))
+            summary = train_run(cfg, begun, tracker, out_dir, stop=stop, ckpt_meta=ckpt_meta)
             lost = tracker.audit(first[0], summary["episodes"], first[1], summary["updates"])
             if lost:
                 tracker.set_tags({"pgpong.data_loss": lost[:5000]})

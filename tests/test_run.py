@@ -66,6 +66,21 @@ def test_stop_at_ends_the_run_at_the_first_episode_whose_running_reward_passes_i
     assert steps == list(range(1, last + 2))
 
 
+def test_a_new_run_trains_while_mlflow_starts_and_its_record_reads_as_if_mlflow_was_there_first(tmp_path, cli):
+    proc = cli(TINY + ["episodes=6", "checkpoint_every=3"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client, [run] = runs_in(tmp_path / "mlflow.db")
+    assert f"pgpong: MLflow run {run.info.run_id}" in proc.stderr
+    rewards = sorted(client.get_metric_history(run.info.run_id, "episode/reward"), key=lambda m: m.step)
+    assert [m.step for m in rewards] == [1, 2, 3, 4, 5, 6]
+    # stamped when played, not when sent: after the run's start, in the order played
+    stamps = [m.timestamp for m in rewards]
+    assert run.info.start_time <= stamps[0] and stamps == sorted(stamps)
+    assert run.data.metrics["time_to/-10/seconds"] >= 0
+    for ckpt in sorted((tmp_path / "outputs").glob("*/*/checkpoints/*.npz")):
+        assert checkpoint.load(ckpt)[1]["mlflow_run_id"] == run.info.run_id
+
+
 def test_tracking_none_writes_no_database(tmp_path, cli):
     proc = cli(TINY + ["tracking=none"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -19,11 +19,18 @@ adds nothing twice. A resumed run first sends what the stopped process kept in i
 then leaves out the points of the episodes it plays again that MLflow already has (after a hard
 kill those episodes were logged before the stop: the first write is kept). SQLite's "database
 is locked" (two runs writing one mlflow.db) is retried with backoff instead.
+
+A new run on a SQLite file does not wait for MLflow: importing it and creating a store's tables
+take seconds, so the tracker is made in a background thread while training starts
+(DeferredTracker); writes made meanwhile are queued, stamped with the time they were made, and
+the run's start time is the moment it was asked for. What can fail without MLflow (a corrupt or
+read-only file, a folder that refuses a new one) is still checked before training.
 """
 import json
 import os
 import random
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,7 +42,7 @@ from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
 from pgpong.tracking import milestones
-from pgpong.tracking.store import faults, open_client, reason
+from pgpong.tracking.store import faults, open_client, probe_sqlite, reason, sqlite_path
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -79,12 +86,13 @@ class NullTracker:
 
     def log_params(self, params: dict) -> None: pass
     def set_tags(self, tags: dict) -> None: pass
-    def log_metrics(self, metrics: dict, step: int) -> None: pass
+    def log_metrics(self, metrics: dict, step: int, timestamp_ms: int | None = None) -> None: pass
     def log_artifact(self, path, artifact_path: str | None = None) -> None: pass
     def flush(self) -> None: pass
     def audit(self, first_episode: int, episodes: int, first_update: int, updates: int) -> str: return ""
     def time_to(self) -> dict | None: return None
     def end(self, status: str = "FINISHED") -> None: pass
+    def when_ready(self, fn) -> None: fn(self)
 
 
 def experiment_id(client, name: str) -> str:
@@ -111,7 +119,7 @@ class MlflowTracker:
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict,
                  flush_every_s: float = 10.0, parent_run_id: str | None = None,
-                 resume_run_id: str | None = None, backlog_path=None, stopped_backlog=None):
+                 resume_run_id: str | None = None, backlog_path=None, stopped_backlog=None, start_ms: int | None = None):
         self.client = open_client(uri)   # answers (or one line), tables created under the first-use lock
         self.uri = uri
         tags = {k: str(v) for k, v in tags.items()}
@@ -131,7 +139,7 @@ class MlflowTracker:
                 if resume_run_id:
                     tags["resumed_from_run"] = resume_run_id
                 exp_id = retry_locked(experiment_id, self.client, experiment)
-                run = retry_locked(self.client.create_run, exp_id, run_name=run_name, tags=tags)
+                run = retry_locked(self.client.create_run, exp_id, start_time=start_ms, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.flush_every_s = flush_every_s
@@ -149,6 +157,9 @@ class MlflowTracker:
         self.skipped = 0    # points left out for that reason
         if continued and Path(stopped_backlog).is_file():
             self._take_over(Path(stopped_backlog))
+
+    def when_ready(self, fn) -> None:
+        fn(self)
 
     def _existing_run(self, run_id: str):
         from mlflow.exceptions import MlflowException
@@ -242,8 +253,8 @@ class MlflowTracker:
     def set_tags(self, tags: dict) -> None:
         self._submit({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
-    def log_metrics(self, metrics: dict, step: int) -> None:
-        now, step = int(time.time() * 1000), int(step)
+    def log_metrics(self, metrics: dict, step: int, timestamp_ms: int | None = None) -> None:
+        now, step = timestamp_ms or int(time.time() * 1000), int(step)
         for k, v in metrics.items():
             if step in self._present.get(k, ()):    # played again after a stop; MLflow has this point
                 self.skipped += 1
@@ -532,21 +543,88 @@ def _param_str(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5997] + "..."
 
 
+class DeferredTracker:
+    """A new run's MlflowTracker made in a background thread while training starts (importing
+    MLflow and creating a store's tables take seconds a short run would otherwise wait for).
+
+    Writes (params, tags, metrics, artifacts) are queued in order until it is ready, then sent
+    through it in that order; whatever needs an answer (run_id, flush, audit, time_to, end) waits
+    for it. A failure to make it (one line, as MlflowTracker says it) is raised at the next call.
+    `when_ready(fn)` runs fn(tracker) in the caller's thread once it is ready.
+    """
+    resumed = False          # only a new run is deferred: a resumed one must know what MLflow holds first
+    WRITES = ("log_params", "set_tags", "log_metrics", "log_artifact")
+
+    def __init__(self, make):
+        self._tracker, self._error, self._queue, self._hooks = None, None, [], []
+        self._thread = threading.Thread(target=self._make, args=(make,), name="pgpong-tracker", daemon=True)
+        self._thread.start()
+
+    def _make(self, make) -> None:
+        try:
+            self._tracker = make()
+        except BaseException as e:    # raised in the training thread at its next call
+            self._error = e
+
+    def ready(self) -> MlflowTracker:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        queue, self._queue = self._queue, []
+        for name, args, kwargs in queue:
+            getattr(self._tracker, name)(*args, **kwargs)
+        hooks, self._hooks = self._hooks, []
+        for fn in hooks:
+            fn(self._tracker)
+        return self._tracker
+
+    def when_ready(self, fn) -> None:
+        self._hooks.append(fn)
+        if not self._thread.is_alive():
+            self.ready()
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self.WRITES:
+            def write(*args, **kwargs):
+                if self._thread.is_alive():
+                    if name == "log_metrics":     # stamped now, not when it is sent
+                        kwargs.setdefault("timestamp_ms", int(time.time() * 1000))
+                    self._queue.append((name, args, kwargs))
+                else:
+                    getattr(self.ready(), name)(*args, **kwargs)
+            return write
+        return getattr(self.ready(), name)
+
+
 def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run_id: str | None = None,
-                 resume_run_id: str | None = None, out_dir=None, stopped_out_dir=None):
+                 resume_run_id: str | None = None, out_dir=None, stopped_out_dir=None, defer: bool = False):
     """The tracker the config asks for; relative SQLite URIs resolve against launch_dir.
 
     resume_run_id: continue that run if this store has it (else a new run tagged resumed_from_run);
     out_dir: where writes are kept while the store is unreachable; stopped_out_dir (a training run
     continued after a stop): the stopped process's output folder, whose kept writes are sent first,
     and then no metric point MLflow holds for its (key, step) is sent again.
+    defer: a new run on a SQLite file is made in the background (DeferredTracker) while training
+    starts; a server is still asked first, so an unreachable one stops the run before it trains.
     """
     if tracking_cfg.backend == "none":
         return NullTracker()
     uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
-    return MlflowTracker(uri, tracking_cfg.experiment, run_name, tags, tracking_cfg.flush_every_s, parent_run_id,
-                         resume_run_id, Path(out_dir) / BACKLOG_NAME if out_dir else None,
-                         Path(stopped_out_dir) / BACKLOG_NAME if stopped_out_dir else None)
+
+    start_ms = int(time.time() * 1000)    # the run starts now, even if MLflow is ready only later
+
+    def make():
+        return MlflowTracker(uri, tracking_cfg.experiment, run_name, tags, tracking_cfg.flush_every_s, parent_run_id,
+                             resume_run_id, Path(out_dir) / BACKLOG_NAME if out_dir else None,
+                             Path(stopped_out_dir) / BACKLOG_NAME if stopped_out_dir else None, start_ms)
+    path = sqlite_path(uri)
+    if defer and not resume_run_id and not stopped_out_dir and path is not None:
+        with faults(uri):   # what fails at once without MLflow (a corrupt or read-only file, a missing folder): now
+            probe_sqlite(path, create=True, writes=True)
+        return DeferredTracker(make)
+    return make()
 
 
 @entry_point
