@@ -10,8 +10,12 @@ from pgpong.core.preprocess import (
     binarize,
     binarize_batch,
     crop_window,
+    diff_rows,
+    frame_words,
+    gray_words,
     sparse_input,
     sparse_rows,
+    words_binarized,
 )
 from tests.conftest import compose_cfg
 
@@ -121,3 +125,23 @@ def test_batch_input_equals_sparse_input_per_env(real_frames, kind):
         idx, val = sparse_input(cur[i], prev[i] if has_prev[i] else None, kind)
         np.testing.assert_array_equal(cols[indptr[i]:indptr[i + 1]], idx)
         np.testing.assert_array_equal(vals[indptr[i]:indptr[i + 1]], val)
+
+
+CROPS = [[], ["crop=fix"], ["crop.top=30", "crop.bottom=201", "crop.left=3", "crop.right=157", "crop.stride=3"]]
+
+
+@pytest.mark.parametrize("crop", CROPS, ids=["karpathy", "fix", "odd"])
+def test_diff_read_off_changed_words_equals_diff_of_binarized_frames(real_frames, crop):
+    _, gray = real_frames
+    window = crop_window(compose_cfg(crop).crop)
+    cur, prev = gray[1:41], gray[:40]                                  # 40 envs, consecutive states
+    gw = gray_words(window, len(cur))
+    new, old = frame_words(cur, gw), frame_words(prev, gw)
+    np.testing.assert_array_equal(words_binarized(new, gw), binarize_batch(cur, window))
+    for has_prev in (np.ones(len(cur), bool), np.arange(len(cur)) % 3 != 0):
+        want = sparse_rows(batch_input(binarize_batch(cur, window), binarize_batch(prev, window), has_prev, "diff"))
+        got = diff_rows(new, old, None if has_prev.all() else has_prev, gw)
+        assert len(want[1]) > 100                                      # the frames do differ
+        for w, g in zip(want, got):
+            assert w.dtype == g.dtype
+            np.testing.assert_array_equal(w, g)
