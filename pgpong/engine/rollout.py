@@ -173,11 +173,11 @@ class Rollout:
         return finished
 
     def _frame_words(self, frames, out=None) -> np.ndarray | None:
-        """`frame_words` of grayscale frames; None for others (RGB)."""
+        """`frame_words` of grayscale frames; None for others (RGB, or not C-contiguous)."""
         if (self._gw is None or not isinstance(frames, np.ndarray) or frames.dtype != np.uint8
-                or frames.shape != (self.n, FRAME_HEIGHT, FRAME_WIDTH)):
+                or frames.shape != (self.n, FRAME_HEIGHT, FRAME_WIDTH) or not frames.flags.c_contiguous):
             return None
-        return frame_words(np.ascontiguousarray(frames), self._gw, out)
+        return frame_words(frames, self._gw, out)
 
     def _new_frames(self, frames, ended: list) -> None:
         """frames become cur and cur prev: read off the words when the last frames' words are kept."""
