@@ -31,11 +31,13 @@ from pgpong.errors import PgpongError, entry_point  # noqa: E402
 
 # part -> [(file name, function name, sign)]: cumulative times added (+1) or taken out (-1)
 PARTS = {
-    "binarizing frames": [("preprocess.py", "binarize_batch", 1)],
-    "sparse input": [("preprocess.py", "batch_input", 1), ("preprocess.py", "sparse_rows", 1)],
+    "frames to sparse inputs": [("preprocess.py", "frame_words", 1), ("preprocess.py", "diff_rows", 1),
+                                ("preprocess.py", "binarize_batch", 1), ("preprocess.py", "batch_input", 1),
+                                ("preprocess.py", "sparse_rows", 1)],
     "forward + sampling": [("policy.py", "hidden_batch", 1), ("policy.py", "probs", 1),
                            ("policy.py", "sample_batch", 1)],
     "recording steps, reading out episodes": [("rollout.py", "record_acts", 1), ("rollout.py", "record_step", 1),
+                                              ("preprocess.py", "frame_words", -1), ("preprocess.py", "diff_rows", -1),
                                               ("preprocess.py", "binarize_batch", -1)],
     "episode gradients": [("trainer.py", "finish_episode", 1)],
     "optimizer update": [("trainer.py", "update", 1)],

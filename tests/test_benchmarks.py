@@ -28,7 +28,7 @@ def test_time_profile_splits_a_real_trainer_run_into_its_parts(tmp_path):
     result = json.loads(out.read_text())
     assert result["steps_per_s"] > 0 and result["main_thread_cpu_us_per_step"] > 0 and result["profiled_steps"] > 0
     parts = result["parts_us_per_step"]
-    for part in ("binarizing frames", "sparse input", "forward + sampling", "send + recv (wall: mostly waiting)"):
+    for part in ("frames to sparse inputs", "forward + sampling", "send + recv (wall: mostly waiting)"):
         assert parts[part] > 0, part
     assert result["emulators_alone"]["envs_per_call"] == 1          # 2 envs in the default 2 groups
     assert result["emulators_alone"]["recv_cpu_us_per_call"] > 0

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from ale_py import ALEInterface, LoggerMode, roms
 
+from pgpong.core import policy
 from pgpong.core.preprocess import (
     BACKGROUND_GRAY,
     BACKGROUND_RED,
@@ -10,9 +11,14 @@ from pgpong.core.preprocess import (
     binarize,
     binarize_batch,
     crop_window,
+    diff_rows,
+    frame_words,
+    gray_words,
     sparse_input,
     sparse_rows,
+    words_binarized,
 )
+from pgpong.engine.rollout import Rollout
 from tests.conftest import compose_cfg
 
 # in play, and on every episode's first (reset) frame: see pgpong/core/preprocess.py
@@ -121,3 +127,52 @@ def test_batch_input_equals_sparse_input_per_env(real_frames, kind):
         idx, val = sparse_input(cur[i], prev[i] if has_prev[i] else None, kind)
         np.testing.assert_array_equal(cols[indptr[i]:indptr[i + 1]], idx)
         np.testing.assert_array_equal(vals[indptr[i]:indptr[i + 1]], val)
+
+
+CROPS = [[], ["crop=fix"], ["crop.top=30", "crop.bottom=201", "crop.left=3", "crop.right=157", "crop.stride=3"]]
+
+
+@pytest.mark.parametrize("crop", CROPS, ids=["karpathy", "fix", "odd"])
+def test_diff_read_off_changed_words_equals_diff_of_binarized_frames(real_frames, crop):
+    _, gray = real_frames
+    window = crop_window(compose_cfg(crop).crop)
+    cur, prev = gray[1:41], gray[:40]                                  # 40 envs, consecutive states
+    gw = gray_words(window, len(cur))
+    new, old = frame_words(cur, gw), frame_words(prev, gw)
+    np.testing.assert_array_equal(words_binarized(new, gw), binarize_batch(cur, window))
+    for has_prev in (np.ones(len(cur), bool), np.arange(len(cur)) % 3 != 0):
+        want = sparse_rows(batch_input(binarize_batch(cur, window), binarize_batch(prev, window), has_prev, "diff"))
+        got = diff_rows(new, old, None if has_prev.all() else has_prev, gw)
+        assert len(want[1]) > 100                                      # the frames do differ
+        for w, g in zip(want, got):
+            assert w.dtype == g.dtype
+            np.testing.assert_array_equal(w, g)
+
+
+@pytest.mark.parametrize("kind", ["diff", "stack"])
+def test_rollout_on_grayscale_frames_acts_and_records_as_on_rgb_frames(real_frames, kind):
+    """The words path (grayscale) against the binarize-every-frame path (RGB) on the same states."""
+    rgb, gray = real_frames
+    cfg = compose_cfg()
+    window, n, steps = crop_window(cfg.crop), 4, 60
+    params = policy.init_params(np.random.default_rng(0), 6400 * (2 if kind == "stack" else 1), 8, "two",
+                                False, np.float32)
+    dones = np.random.default_rng(1).random((steps, n)) < 0.05
+    runs = []
+    for frames in (gray, rgb):
+        rng = np.random.default_rng(2)
+        ro = Rollout(frames[:n], window, kind, "two", 8, np.float32)
+        acts, finished = [], []
+        for t in range(steps):
+            acts.append(ro.act(params, rng, t))
+            ro.record_acts()
+            finished += ro.record_step(frames[n * (t + 1):n * (t + 2)], np.zeros(n), dones[t])
+        runs.append((acts, finished, ro.in_flight(), ro.cur, ro.prev, ro.has_prev))
+    (a1, f1, i1, *s1), (a2, f2, i2, *s2) = runs
+    np.testing.assert_array_equal(a1, a2)
+    assert [i for i, _ in f1] == [i for i, _ in f2] and len(f1) >= 5
+    for e1, e2 in zip([e for _, e in f1] + i1, [e for _, e in f2] + i2):
+        for x, y in zip(e1.idx + e1.val + [e1.hs, e1.p_up], e2.idx + e2.val + [e2.hs, e2.p_up]):
+            np.testing.assert_array_equal(x, y)
+    for x, y in zip(s1, s2):                                           # what a checkpoint saves
+        np.testing.assert_array_equal(x, y)

@@ -18,7 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgpong.core import policy
-from pgpong.core.preprocess import batch_input, binarize_batch, sparse_rows
+from pgpong.core.preprocess import (
+    BACKGROUND_GRAY,
+    FRAME_HEIGHT,
+    FRAME_WIDTH,
+    GrayWords,
+    batch_input,
+    binarize_batch,
+    diff_rows,
+    frame_words,
+    gray_words,
+    sparse_rows,
+    words_binarized,
+)
 
 
 @dataclass
@@ -39,6 +51,10 @@ class Episode:
 class Rollout:
     """The episodes in flight of N envs: their last binarized frames and a ring of recent steps.
 
+    Grayscale frames are kept as the words of the crop's rows (`frame_words`): a diff input is
+    read off the words that changed, and the binarized frames are made only when asked for
+    (checkpoints, raw and stack inputs).
+
     Step s of all envs is one row of each ring array (written once per step for all envs, not
     per env); env i's episode is the rows from its start step on, read out (one fancy index per
     array) when it ends. The ring doubles when the longest episode in flight would outgrow it.
@@ -49,13 +65,16 @@ class Rollout:
         """frames: the envs' first frames; window: `crop_window(crop)`; input_kind: diff | raw | stack;
         actions: two | three (policy.ACTIONS); H: hidden units; dtype: the weights' dtype."""
         self._setup(binarize_batch(frames, window), window, input_kind, actions, H, dtype, capacity)
+        self._words = self._frame_words(frames)
+        if self._words is not None:                               # prev: all background, as the zero prev
+            self._spare = self._frame_words(np.full_like(frames, BACKGROUND_GRAY[0]))
 
     def _setup(self, cur: np.ndarray, window, input_kind: str, actions: str, H: int, dtype, capacity: int) -> None:
         self.window, self.kind = window, input_kind
         self.outputs = np.asarray(policy.ACTIONS[actions], np.int64)   # env action of each output
-        self.cur = cur                                            # (N, F) uint8
-        self.n = n = len(self.cur)
-        self.prev = np.zeros_like(self.cur)                       # (N, F) uint8
+        self._cur = cur                                           # (N, F) uint8, or None: made from the words
+        self.n = n = len(cur)
+        self._prev = np.zeros_like(cur)                           # (N, F) uint8, or None: made from the words
         self.has_prev = np.zeros(n, bool)                         # (N,) False on an episode's first step
         self.s = 0                                                # steps acted so far
         self.start = np.zeros(n, np.int64)                        # (N,) step at which each env's episode began
@@ -69,11 +88,31 @@ class Rollout:
         }
         self._inputs = [None] * capacity                          # per step: (bounds, cols, vals) CSR of all envs
         self._acted = None
+        self._gw: GrayWords | None = gray_words(window, n)
+        self._words = self._spare = None                          # `frame_words` of cur's, prev's frames, or None
+        self._x = None                                            # CSR of cur - prev, when read off the words
+
+    @property
+    def cur(self) -> np.ndarray:
+        """(N, F) uint8: the envs' current binarized frames."""
+        if self._cur is None:
+            self._cur = words_binarized(self._words, self._gw)
+        return self._cur
+
+    @property
+    def prev(self) -> np.ndarray:
+        """(N, F) uint8: the envs' previous binarized frames (ignored where not has_prev)."""
+        if self._prev is None:
+            self._prev = words_binarized(self._spare, self._gw)
+        return self._prev
 
     def act(self, params: dict, rng: np.random.Generator, version: int) -> np.ndarray:
         """Env actions (N,) for the current frames: batched sparse forward, one draw per env."""
-        x = batch_input(self.cur, self.prev, self.has_prev, self.kind)   # (N, D) int8
-        indptr, cols, vals = sparse_rows(x)                              # CSR: (N+1,), (K,), (K,)
+        if self._x is not None:
+            indptr, cols, vals = self._x                                 # CSR: (N+1,), (K,), (K,)
+        else:
+            x = batch_input(self.cur, self.prev, self.has_prev, self.kind)   # (N, D) int8
+            indptr, cols, vals = sparse_rows(x)
         h = policy.hidden_batch(params["W1"], indptr, cols, vals)        # (N, H)
         p = policy.probs(params["W2"], h)                                # (N,) or (N, 3)
         a = policy.sample_batch(rng, p)                                  # (N,)
@@ -125,12 +164,32 @@ class Rollout:
         """Rewards and new frames of a step; returns (env, episode) of every episode that just ended."""
         self._rings["rewards"][(self.s - 1) % len(self._inputs)] = rewards
         finished = []
-        for i in np.flatnonzero(dones).tolist():
+        ended = np.flatnonzero(dones).tolist()
+        for i in ended:
             finished.append((i, self._episode(i)))
             self.start[i] = self.s
-        self.prev, self.cur = self.cur, binarize_batch(frames, self.window)
         self.has_prev = ~np.asarray(dones, bool)
+        self._new_frames(frames, ended)
         return finished
+
+    def _frame_words(self, frames, out=None) -> np.ndarray | None:
+        """`frame_words` of grayscale frames; None for others (RGB, or not C-contiguous)."""
+        if (self._gw is None or not isinstance(frames, np.ndarray) or frames.dtype != np.uint8
+                or frames.shape != (self.n, FRAME_HEIGHT, FRAME_WIDTH) or not frames.flags.c_contiguous):
+            return None
+        return frame_words(frames, self._gw, out)
+
+    def _new_frames(self, frames, ended: list) -> None:
+        """frames become cur and cur prev: read off the words when the last frames' words are kept."""
+        words = self._frame_words(frames, self._spare)
+        if words is None or self._words is None:
+            self._prev, self._cur = self.cur, binarize_batch(frames, self.window)
+            self._x = None
+        else:
+            self._prev, self._cur = self._cur, None
+            self._x = (diff_rows(words, self._words, self.has_prev if ended else None, self._gw)
+                       if self.kind == "diff" else None)
+        self._spare, self._words = self._words, words
 
     # --- checkpoints: the episodes in flight, written out and read back row for row -------------
 
@@ -152,7 +211,7 @@ class Rollout:
         while capacity <= S:
             capacity *= 2
         ro._setup(np.array(cur, np.uint8), window, input_kind, actions, H, dtype, capacity)
-        ro.prev, ro.has_prev = np.array(prev, np.uint8), np.array(has_prev, bool)
+        ro._prev, ro.has_prev = np.array(prev, np.uint8), np.array(has_prev, bool)
         ro.s = S
         ro.start = np.asarray([S - len(e) for e in episodes], np.int64)
         r = ro._rings
