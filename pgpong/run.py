@@ -6,6 +6,10 @@
     python -m pgpong.run -m lr=1e-4,1e-3 seed=0,1 # a grid (Hydra multirun)
     python -m pgpong.run resume=<MLflow run id | ckpt.npz | checkpoints folder> [episodes=20000]
 """
+import time
+
+LAUNCHED_MS = int(time.time() * 1000)   # a single run's MLflow start time: its seconds count from the command's start
+
 if __name__ == "__main__":     # before the slow imports below: a signal while they load is one line too
     from pgpong import interrupt
     interrupt.guard()
@@ -199,7 +203,8 @@ def run(cfg) -> dict:
         tags.update(sweep_tags)
         tracker = make_tracker(cfg.tracking, launch_dir, name, tags, parent_run_id, out_dir=out_dir,
                                resume_run_id=(saved or {}).get("mlflow_run_id"),
-                               stopped_out_dir=stopped_out_dir(ckpt[2]) if ckpt else None, defer=True)
+                               stopped_out_dir=stopped_out_dir(ckpt[2]) if ckpt else None, defer=True,
+                               start_ms=None if multirun else LAUNCHED_MS)
         ckpt_meta = {"run_name": name}     # + the run id once MLflow has it (the trainer flushes before a checkpoint)
         tracker.when_ready(lambda t: ckpt_meta.update(mlflow_run_id=t.run_id))
         # the first episode and update this MLflow run should hold (a new run made from a checkpoint: after it)

@@ -599,13 +599,15 @@ class DeferredTracker:
 
 
 def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run_id: str | None = None,
-                 resume_run_id: str | None = None, out_dir=None, stopped_out_dir=None, defer: bool = False):
+                 resume_run_id: str | None = None, out_dir=None, stopped_out_dir=None, defer: bool = False,
+                 start_ms: int | None = None):
     """The tracker the config asks for; relative SQLite URIs resolve against launch_dir.
 
     resume_run_id: continue that run if this store has it (else a new run tagged resumed_from_run);
     out_dir: where writes are kept while the store is unreachable; stopped_out_dir (a training run
     continued after a stop): the stopped process's output folder, whose kept writes are sent first,
     and then no metric point MLflow holds for its (key, step) is sent again.
+    start_ms: a new run's MLflow start time (default: now).
     defer: a new run on a SQLite file is made in the background (DeferredTracker) while training
     starts; a server is still asked first, so an unreachable one stops the run before it trains.
     """
@@ -613,7 +615,7 @@ def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run
         return NullTracker()
     uri = resolve_sqlite_uri(tracking_cfg.uri, launch_dir, "tracking.uri")
 
-    start_ms = int(time.time() * 1000)    # the run starts now, even if MLflow is ready only later
+    start_ms = start_ms or int(time.time() * 1000)    # a new run's start: now (or given), even if MLflow is ready later
 
     def make():
         return MlflowTracker(uri, tracking_cfg.experiment, run_name, tags, tracking_cfg.flush_every_s, parent_run_id,
