@@ -298,3 +298,28 @@ def test_racing_workers_agree_on_the_earliest_stamped_study_parent_run(tmp_path,
     assert chosen == [other.info.run_id]
     active = client.search_runs([exp], "tags.pgpong_kind = 'study'")
     assert [r.info.run_id for r in active] == [other.info.run_id]              # the worker's own was deleted
+
+
+# ---- a study's summary ---------------------------------------------------------------------
+
+def test_a_study_summary_is_rebuilt_from_its_journal_file_alone(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+    from pgpong.sweep.summary import main as summary_main
+    journal = tmp_path / "study.journal"
+    study = optuna.create_study(study_name="s", direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2 + 0 * t.suggest_int("n", 1, 3), n_trials=8)
+    assert summary_main([f"storage={journal}", f"out={tmp_path / 'out'}"]) == 0
+    rows = (tmp_path / "out" / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,state,value,duration_s,pruned_at_step,last_intermediate,n,x") and len(rows) == 9
+    imp = dict(line.split(",") for line in (tmp_path / "out" / "importances.csv").read_text().splitlines()[1:])
+    assert set(imp) == {"x", "n"} and float(imp["x"]) > float(imp["n"])   # only x moves the objective
+    assert (tmp_path / "out" / "importances.png").stat().st_size > 1000
+    best = (tmp_path / "out" / "trials.md").read_text().splitlines()[4]
+    assert best.startswith(f"| {study.best_trial.number} | COMPLETE |")
+
+
+def test_a_summary_of_a_missing_journal_is_one_line(tmp_path, capsys):
+    from pgpong.sweep.summary import main as summary_main
+    assert summary_main([f"storage={tmp_path / 'nope.journal'}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: storage={tmp_path / 'nope.journal'}: no such journal file"
