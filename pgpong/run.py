@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -305,7 +306,11 @@ def command() -> int:
 
 def exit_now(code: int) -> None:
     """Exit once everything is written: exit handlers run, the interpreter's teardown (freeing
-    MLflow's, SQLAlchemy's and pandas' modules, ~1 s after a run) is skipped."""
+    MLflow's, SQLAlchemy's and pandas' modules, ~1 s after a run) is skipped. Only when no other
+    thread is left: one still running (e.g. joblib's worker manager after a multirun) is shut down
+    by the interpreter's own exit, in its own order."""
+    if threading.active_count() > 1:
+        sys.exit(code)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
