@@ -193,6 +193,7 @@ params:
         assert len(running) == (1 + [r > threshold for r in running].index(True) if passed else 4)
         assert t.value == pytest.approx(time_to_value(running, [1, 2, 3, 4][:len(running)], threshold))
         assert client.get_run(run_id).data.metrics["trial/reached_seed_0"] == float(passed)
+        assert t.user_attrs["reached_seed_0"] == passed
         assert (t.value <= 4) == passed
 
 
@@ -309,14 +310,20 @@ def test_a_study_summary_is_rebuilt_from_its_journal_file_alone(tmp_path):
     study = optuna.create_study(study_name="s", direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0),
                                 storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
     study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2 + 0 * t.suggest_int("n", 1, 3), n_trials=8)
+    pruned = study.ask()                    # pruned with an intermediate value below every objective
+    pruned.suggest_float("x", 0, 1), pruned.suggest_int("n", 1, 3)
+    pruned.report(-1.0, step=5)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     assert summary_main([f"storage={journal}", f"out={tmp_path / 'out'}"]) == 0
     rows = (tmp_path / "out" / "trials.csv").read_text().splitlines()
-    assert rows[0].startswith("trial,state,value,duration_s,pruned_at_step,last_intermediate,n,x") and len(rows) == 9
+    assert rows[0].startswith("trial,state,value,duration_s,pruned_at_step,last_intermediate,n,x") and len(rows) == 10
+    assert rows[-1].startswith("8,PRUNED,,,5,-1.0,")       # no objective value: it never finished
     imp = dict(line.split(",") for line in (tmp_path / "out" / "importances.csv").read_text().splitlines()[1:])
     assert set(imp) == {"x", "n"} and float(imp["x"]) > float(imp["n"])   # only x moves the objective
     assert (tmp_path / "out" / "importances.png").stat().st_size > 1000
-    best = (tmp_path / "out" / "trials.md").read_text().splitlines()[4]
-    assert best.startswith(f"| {study.best_trial.number} | COMPLETE |")
+    table = (tmp_path / "out" / "trials.md").read_text().splitlines()
+    assert table[4].startswith(f"| {study.best_trial.number} | COMPLETE |")
+    assert table[12].startswith("| 8 | PRUNED |")                # after every complete trial
 
 
 def test_a_summary_of_a_missing_journal_is_one_line(tmp_path, capsys):

@@ -375,8 +375,9 @@ class Objective:
                 values.append(spec.value(reporter.curve))
                 trial_tracker.log_metrics({f"trial/objective_seed_{seed}": values[-1]}, step=0)
                 if spec.objective == "time_to":     # 0: censored (never passed the threshold)
-                    trial_tracker.log_metrics({f"trial/reached_seed_{seed}":
-                                               float(reached(reporter.curve.running, spec.threshold))}, step=0)
+                    passed = reached(reporter.curve.running, spec.threshold)
+                    trial.set_user_attr(f"reached_seed_{seed}", passed)
+                    trial_tracker.log_metrics({f"trial/reached_seed_{seed}": float(passed)}, step=0)
             value = aggregate(values, spec.aggregate)
             trial_tracker.log_metrics({"trial/objective": value}, step=0)
             state = "COMPLETE"

@@ -3,7 +3,8 @@
     python -m pgpong.sweep.summary storage=docs/results/fast/study.journal study=fast out=docs/results/fast
 
 Reads the study from its storage (an RDB URL or a journal file) and writes into `out`:
-  trials.csv        one row per trial: number, state, value, seconds, where it was pruned, params
+  trials.csv        one row per trial: number, state, value, seconds, where it was pruned, whether
+                    each seed passed a time_to threshold (reached_seed_<s>), params
   trials.md         the same as a Markdown table, best first, with the importances under it
   importances.csv   each param's importance for the objective (Optuna's fANOVA over complete trials)
   importances.png/.svg   the importances as a bar chart
@@ -42,14 +43,17 @@ def load_study(storage: str, study: str | None, launch_dir: Path):
 def trial_rows(study) -> list[dict]:
     """One dict per trial, params as their own columns."""
     names = sorted({k for t in study.trials for k in t.params})
+    reached = sorted({k for t in study.trials for k in t.user_attrs if k.startswith("reached_seed_")})
     rows = []
     for t in study.trials:
         steps = sorted(t.intermediate_values)
         rows.append({"trial": t.number, "state": t.state.name,
-                     "value": "" if t.value is None else round(t.value, 3),
+                     # a pruned trial's value is Optuna's copy of its last intermediate: not the objective
+                     "value": round(t.value, 3) if t.state.name == "COMPLETE" else "",
                      "duration_s": t.user_attrs.get("duration_s", ""),
                      "pruned_at_step": steps[-1] if t.state.name == "PRUNED" and steps else "",
                      "last_intermediate": round(t.intermediate_values[steps[-1]], 3) if steps else "",
+                     **{k: t.user_attrs.get(k, "") for k in reached},     # time_to: passed the threshold
                      **{k: _short(t.params.get(k, "")) for k in names}})
     return rows
 
@@ -78,8 +82,10 @@ def as_csv(rows: list[dict]) -> str:
 
 
 def as_markdown(study, rows: list[dict], imp: dict[str, float]) -> str:
-    def key(r):
-        return (r["value"] == "", r["value"] if r["value"] != "" else math.inf, r["trial"])
+    def key(r):      # complete trials by value, then pruned ones by how far they got, then the rest
+        return (r["value"] == "", r["value"] if r["value"] != "" else math.inf,
+                -(r["pruned_at_step"] or -math.inf), r["last_intermediate"] if r["last_intermediate"] != "" else math.inf,
+                r["trial"])
     head = list(rows[0]) if rows else []
     lines = [f"# Study `{study.study_name}`: {len(rows)} trials, direction {study.direction.name.lower()}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
