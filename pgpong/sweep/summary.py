@@ -1,6 +1,6 @@
 """A study's summary as small files: the trials table, the parameter importances and their plot.
 
-    python -m pgpong.sweep.summary storage=docs/results/fast/study.journal study=fast out=docs/results/fast
+    python -m pgpong.sweep.summary storage=docs/results/fast_search/study.journal study=fast out=docs/results/fast_search
 
 Reads the study from its storage (an RDB URL or a journal file) and writes into `out`:
   trials.csv        one row per trial: number, state, value, seconds, where it was pruned, whether
