@@ -207,7 +207,11 @@ def run(cfg) -> dict:
                                stopped_out_dir=stopped_out_dir(ckpt[2]) if ckpt else None, defer=True,
                                start_ms=None if multirun else LAUNCHED_MS)
         ckpt_meta = {"run_name": name}     # + the run id once MLflow has it (the trainer flushes before a checkpoint)
-        tracker.when_ready(lambda t: ckpt_meta.update(mlflow_run_id=t.run_id))
+
+        def on_tracker(t) -> None:
+            ckpt_meta["mlflow_run_id"] = t.run_id
+            if t.run_id:
+                print(f"pgpong: MLflow run {t.run_id} ({t.uri})", file=sys.stderr, flush=True)
         # the first episode and update this MLflow run should hold (a new run made from a checkpoint: after it)
         first = (begun.state.episode, begun.state.updates) if begun.state and not getattr(tracker, "resumed", False) \
             else (0, 0)
@@ -216,8 +220,7 @@ def run(cfg) -> dict:
             print(f"pgpong: run {name!r} -> {out_dir}"
                   + (f", resumed from {ckpt[2]} at episode {begun.state.episode}" if ckpt else ""),
                   file=sys.stderr, flush=True)
-            tracker.when_ready(lambda t: t.run_id and print(f"pgpong: MLflow run {t.run_id} ({t.uri})",
-                                                            file=sys.stderr, flush=True))
+            tracker.when_ready(on_tracker)
             summary = train_run(cfg, begun, tracker, out_dir, stop=stop, ckpt_meta=ckpt_meta)
             lost = tracker.audit(first[0], summary["episodes"], first[1], summary["updates"])
             if lost:
