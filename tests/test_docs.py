@@ -278,8 +278,8 @@ def test_batch_gradient_is_the_sum_of_its_episode_gradients(cfg_factory):
         for k in expected:
             expected[k] += grads[k]
         dtype = state.params["W1"].dtype
-        trainer.finish_episode(state, Episode(
-            idx=buf.idx, val=buf.val, hs=np.vstack(buf.hs), dlogps=np.asarray(buf.dlogps, dtype),
+        trainer.finish_episode(state, Episode.from_steps(
+            buf.idx, buf.val, hs=np.vstack(buf.hs), dlogps=np.asarray(buf.dlogps, dtype),
             p_up=np.asarray(buf.p_up, dtype), rewards=np.asarray(buf.rewards), version=np.zeros(T, np.int64)),
             cfg.gamma, cfg.baseline.kind)
     for k in expected:

@@ -12,13 +12,18 @@ from pgpong.core import policy
 from pgpong.core.returns import advantages, discount
 
 
+def input_matrix(indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, D: int, dtype) -> sp.csr_matrix:
+    """(T, D) sparse input matrix: step t's non-zeros are cols[indptr[t]:indptr[t+1]], valued vals[...]."""
+    return sp.csr_matrix((vals.astype(dtype), cols, indptr), shape=(len(indptr) - 1, D))
+
+
 def episode_matrix(idx: list, val: list, D: int, dtype) -> sp.csr_matrix:
     """(T, D) sparse input matrix from per-step non-zero indices and values."""
-    lengths = np.fromiter((len(i) for i in idx), np.int64, count=len(idx))
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate(idx) if idx else np.empty(0, np.int32)
-    data = (np.concatenate(val) if val else np.empty(0, np.int8)).astype(dtype)
-    return sp.csr_matrix((data, indices, indptr), shape=(len(idx), D))
+    indptr = np.zeros(len(idx) + 1, np.int64)
+    np.cumsum([len(i) for i in idx], out=indptr[1:])
+    cols = np.concatenate(idx) if idx else np.empty(0, np.int32)
+    vals = np.concatenate(val) if val else np.empty(0, np.int8)
+    return input_matrix(indptr, cols, vals, D, dtype)
 
 
 def episode_gradient(params: dict, X, Hs: np.ndarray, dlogps: np.ndarray, rewards: np.ndarray,

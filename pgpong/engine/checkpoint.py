@@ -97,20 +97,11 @@ def require_finite(arrays: dict, path, names=None) -> None:
             raise PgpongError(f"{path}: {name} holds NaN or inf values (saved from a diverged run?)")
 
 
-def pack_ragged(parts: list, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """A list of 1-d arrays as (flat, offsets): parts[i] == flat[offsets[i]:offsets[i+1]]."""
-    offsets = np.zeros(len(parts) + 1, np.int64)
-    np.cumsum([len(p) for p in parts], out=offsets[1:]) if parts else None
-    flat = np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
-    return flat, offsets
-
-
-def unpack_ragged(flat: np.ndarray, offsets: np.ndarray, path, name: str) -> list:
-    """Inverse of pack_ragged, refusing offsets that do not describe `flat`."""
+def check_offsets(flat: np.ndarray, offsets: np.ndarray, path, name: str) -> None:
+    """Refuse offsets that do not cut `flat` into consecutive parts (a CSR matrix's indptr)."""
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != flat.size \
             or np.any(np.diff(offsets) < 0):
         raise PgpongError(f"{path}: {name} offsets do not match its {flat.size} values")
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(offsets.size - 1)]
 
 
 def checkpoint_path(folder, episode: int, steps: int) -> Path:

@@ -11,7 +11,7 @@ The phases of one agent step for N envs (the trainer's loop):
 Each env's episode is kept apart: the non-zero indices (int32) and values (int8) of its inputs,
 hidden states, d log pi / d logit, P(UP), rewards and the parameter version each step was acted
 with (the params' dtype, float32 by default; no dense input copies), stored step by step for
-all envs at once and read out per env when its episode ends.
+all envs at once and read out per env, with a few whole-array operations, when its episode ends.
 """
 from dataclasses import dataclass
 
@@ -35,14 +35,38 @@ from pgpong.core.preprocess import (
 
 @dataclass
 class Episode:
-    """One env's finished episode: what its gradient needs, T steps."""
-    idx: list                 # per step: (k,) int32 non-zero input indices
-    val: list                 # per step: (k,) int8 values in {-1, +1}
+    """One env's finished episode: what its gradient needs, T steps.
+
+    Its inputs are one CSR matrix: step t's non-zero input indices are cols[indptr[t]:indptr[t + 1]]
+    and their values (-1 or +1) the same slice of vals.
+    """
+    indptr: np.ndarray        # (T + 1,) int64
+    cols: np.ndarray          # (K,) int32 non-zero input indices, step after step
+    vals: np.ndarray          # (K,) int8 their values in {-1, +1}
     hs: np.ndarray            # (T, H) hidden states at acting time
     dlogps: np.ndarray        # (T,) or (T, 3) d log pi / d logit
     p_up: np.ndarray          # (T,) P(UP)
     rewards: np.ndarray       # (T,) reward after each action
     version: np.ndarray       # (T,) optimizer updates done when each step was acted
+
+    @classmethod
+    def from_steps(cls, idx: list, val: list, **fields) -> "Episode":
+        """An episode from per-step index and value arrays (idx[t], val[t]) and the other fields."""
+        indptr = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum([len(i) for i in idx], out=indptr[1:])
+        cols = np.concatenate(idx).astype(np.int32, copy=False) if idx else np.empty(0, np.int32)
+        vals = np.concatenate(val).astype(np.int8, copy=False) if val else np.empty(0, np.int8)
+        return cls(indptr, cols, vals, **fields)
+
+    @property
+    def idx(self) -> list:
+        """Per step: (k,) int32 non-zero input indices."""
+        return np.split(self.cols, self.indptr[1:-1])
+
+    @property
+    def val(self) -> list:
+        """Per step: (k,) int8 values in {-1, +1}."""
+        return np.split(self.vals, self.indptr[1:-1])
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -58,6 +82,8 @@ class Rollout:
     Step s of all envs is one row of each ring array (written once per step for all envs, not
     per env); env i's episode is the rows from its start step on, read out (one fancy index per
     array) when it ends. The ring doubles when the longest episode in flight would outgrow it.
+    The sparse inputs of a step (all envs, CSR) go to the end of a flat ring of indices and
+    values; a row keeps where its block starts and its envs' bounds within it.
     """
 
     def __init__(self, frames, window: tuple[slice, slice], input_kind: str, actions: str, H: int, dtype,
@@ -78,6 +104,7 @@ class Rollout:
         self.has_prev = np.zeros(n, bool)                         # (N,) False on an episode's first step
         self.s = 0                                                # steps acted so far
         self.start = np.zeros(n, np.int64)                        # (N,) step at which each env's episode began
+        self.oldest = 0                                           # start.min(): the oldest step still in flight
         dl_shape = (n,) if len(self.outputs) == 2 else (n, len(self.outputs))
         self._rings = {                                           # (S, ...) one row per step
             "hs": np.empty((capacity, n, H), dtype),
@@ -85,8 +112,12 @@ class Rollout:
             "p_up": np.empty((capacity, n), dtype),
             "rewards": np.zeros((capacity, n)),
             "version": np.empty(capacity, np.int64),
+            "offset": np.zeros(capacity, np.int64),              # where the step's inputs start in the flat ring
+            "bounds": np.zeros((capacity, n + 1), np.int64),    # its envs' inputs: offset + bounds[i] .. bounds[i+1]
         }
-        self._inputs = [None] * capacity                          # per step: (bounds, cols, vals) CSR of all envs
+        self._cols = np.empty(capacity * 64, np.int32)           # flat ring of all steps' non-zero input indices
+        self._vals = np.empty(capacity * 64, np.int8)            # ... and their values
+        self._end = 0                                             # flat position after the last step's inputs
         self._acted = None
         self._gw: GrayWords | None = gray_words(window, n)
         self._words = self._spare = None                          # `frame_words` of cur's, prev's frames, or None
@@ -119,55 +150,88 @@ class Rollout:
         self._acted = (indptr, cols, vals, h, p, a, version)
         return self.outputs[a]
 
+    @property
+    def _capacity(self) -> int:
+        return len(self._rings["version"])
+
+    def _live_start(self) -> int:
+        """Flat position of the oldest input still in flight."""
+        first = self.oldest
+        return int(self._rings["offset"][first % self._capacity]) if first < self.s else self._end
+
     def _grow(self) -> None:
-        S = len(self._inputs)
-        live = np.arange(int(self.start.min()), self.s)
+        S = self._capacity
+        live = np.arange(self.oldest, self.s)
         old, new = live % S, live % (2 * S)
         for k, ring in self._rings.items():
             bigger = np.zeros((2 * S,) + ring.shape[1:], ring.dtype)
             bigger[new] = ring[old]
             self._rings[k] = bigger
-        inputs = [None] * (2 * S)
-        for o, nw in zip(old.tolist(), new.tolist()):
-            inputs[nw] = self._inputs[o]
-        self._inputs = inputs
+
+    def _grow_flat(self, need: int) -> None:
+        """A flat ring that holds `need` more values past the live ones, the live ones moved over."""
+        C, live = len(self._cols), np.arange(self._live_start(), self._end)
+        size = 2 * C
+        while size < len(live) + need:
+            size *= 2
+        for name in ("_cols", "_vals"):
+            old = getattr(self, name)
+            bigger = np.empty(size, old.dtype)
+            bigger[live % size] = old[live % C]
+            setattr(self, name, bigger)
+
+    def _file_inputs(self, cols: np.ndarray, vals: np.ndarray) -> int:
+        """Append a step's inputs to the flat ring; returns the flat position they start at."""
+        K, C = len(cols), len(self._cols)
+        if self._end + K - self._live_start() > C:
+            self._grow_flat(K)
+            C = len(self._cols)
+        start, p = self._end, self._end % C
+        first = min(K, C - p)                       # up to the ring's end, the rest from its start
+        self._cols[p:p + first], self._cols[:K - first] = cols[:first], cols[first:]
+        self._vals[p:p + first], self._vals[:K - first] = vals[:first], vals[first:]
+        self._end += K
+        return start
 
     def record_acts(self) -> None:
         """File the last `act` as the next row of the ring (all envs at once)."""
         indptr, cols, vals, h, p, a, version = self._acted
-        if self.s - int(self.start.min()) >= len(self._inputs):
+        if self.s - self.oldest >= self._capacity:
             self._grow()
-        j = self.s % len(self._inputs)
+        j = self.s % self._capacity
         r = self._rings
         r["hs"][j] = h
         r["dlogps"][j] = policy.dlogp_batch(p, a)
         r["p_up"][j] = p if p.ndim == 1 else p[:, 0]
         r["rewards"][j] = 0.0
         r["version"][j] = version
-        self._inputs[j] = (indptr.tolist(), cols, vals)
+        r["bounds"][j] = indptr
+        r["offset"][j] = self._file_inputs(cols, vals)
         self.s += 1
         self._acted = None
 
     def _episode(self, i: int) -> Episode:
-        steps = np.arange(int(self.start[i]), self.s) % len(self._inputs)
+        steps = np.arange(int(self.start[i]), self.s) % self._capacity
         r = self._rings
-        idx, val = [], []
-        for j in steps.tolist():
-            bounds, cols, vals = self._inputs[j]
-            b0, b1 = bounds[i], bounds[i + 1]
-            idx.append(cols[b0:b1])
-            val.append(vals[b0:b1])
-        return Episode(idx, val, r["hs"][steps, i], r["dlogps"][steps, i], r["p_up"][steps, i],
-                       r["rewards"][steps, i], r["version"][steps])
+        b0, b1 = r["bounds"][steps, i], r["bounds"][steps, i + 1]    # (T,) each step's inputs of env i
+        lengths = b1 - b0
+        indptr = np.zeros(len(steps) + 1, np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        first = r["offset"][steps] + b0                              # flat position of each step's first
+        flat = (np.repeat(first - indptr[:-1], lengths) + np.arange(indptr[-1])) % len(self._cols)
+        return Episode(indptr, self._cols[flat], self._vals[flat], r["hs"][steps, i], r["dlogps"][steps, i],
+                       r["p_up"][steps, i], r["rewards"][steps, i], r["version"][steps])
 
     def record_step(self, frames, rewards, dones) -> list[tuple[int, Episode]]:
         """Rewards and new frames of a step; returns (env, episode) of every episode that just ended."""
-        self._rings["rewards"][(self.s - 1) % len(self._inputs)] = rewards
+        self._rings["rewards"][(self.s - 1) % self._capacity] = rewards
         finished = []
         ended = np.flatnonzero(dones).tolist()
         for i in ended:
             finished.append((i, self._episode(i)))
             self.start[i] = self.s
+        if ended:
+            self.oldest = int(self.start.min())
         self.has_prev = ~np.asarray(dones, bool)
         self._new_frames(frames, ended)
         return finished
@@ -214,20 +278,18 @@ class Rollout:
         ro._prev, ro.has_prev = np.array(prev, np.uint8), np.array(has_prev, bool)
         ro.s = S
         ro.start = np.asarray([S - len(e) for e in episodes], np.int64)
+        ro.oldest = int(ro.start.min())
         r = ro._rings
         for i, e in enumerate(episodes):
             rows = np.arange(S - len(e), S)
             for k in ("hs", "dlogps", "p_up", "rewards"):
                 r[k][rows, i] = getattr(e, k)
             r["version"][rows] = e.version
-        for j in range(S):
-            bounds, cols, vals = [0], [], []
-            for i, e in enumerate(episodes):
-                t = j - int(ro.start[i])
-                if t >= 0:
-                    cols.append(np.asarray(e.idx[t], np.int32))
-                    vals.append(np.asarray(e.val[t], np.int8))
-                bounds.append(bounds[-1] + (len(cols[-1]) if t >= 0 else 0))
-            ro._inputs[j] = (bounds, np.concatenate(cols) if cols else np.zeros(0, np.int32),
-                             np.concatenate(vals) if vals else np.zeros(0, np.int8))
+        for j in range(S):                       # step j's inputs: each env's step j - start, if begun
+            parts = [(e, j - int(ro.start[i])) for i, e in enumerate(episodes)]
+            spans = [(e.indptr[t], e.indptr[t + 1]) if t >= 0 else (0, 0) for e, t in parts]
+            r["bounds"][j, 1:] = np.cumsum([b1 - b0 for b0, b1 in spans])
+            cols = np.concatenate([e.cols[b0:b1] for (e, _), (b0, b1) in zip(parts, spans)]).astype(np.int32)
+            vals = np.concatenate([e.vals[b0:b1] for (e, _), (b0, b1) in zip(parts, spans)]).astype(np.int8)
+            r["offset"][j] = ro._file_inputs(cols, vals)
         return ro

@@ -86,8 +86,8 @@ def start_rollouts(cfg, envs) -> Live:
 
 
 def _pack_episode(arrays: dict, prefix: str, ep: Episode) -> None:
-    arrays[prefix + "idx"], arrays[prefix + "idx_off"] = checkpoint.pack_ragged(list(ep.idx), np.int32)
-    arrays[prefix + "val"], _ = checkpoint.pack_ragged(list(ep.val), np.int8)
+    arrays[prefix + "idx"], arrays[prefix + "idx_off"] = ep.cols.astype(np.int32), ep.indptr.astype(np.int64)
+    arrays[prefix + "val"] = ep.vals.astype(np.int8)
     for k in EPISODE_FIELDS:
         arrays[prefix + k] = np.asarray(getattr(ep, k))
 
@@ -112,15 +112,13 @@ def _check_episode(arrays: dict, prefix: str, params: dict, updates: int, path) 
     if version.size and (version.min() < 0 or version.max() > updates):
         raise PgpongError(f"{path}: {prefix}version holds parameter versions outside 0..{updates} (updates)")
     checkpoint.require_finite(arrays, path, [prefix + k for k in ("hs", "dlogps", "p_up", "rewards")])
-    checkpoint.unpack_ragged(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx")
+    checkpoint.check_offsets(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx")
 
 
 def _unpack_episode(arrays: dict, prefix: str, path) -> Episode:
     """One saved episode (checked by _check_episode)."""
-    idx_flat, val_flat = arrays[prefix + "idx"], arrays[prefix + "val"]
-    return Episode(idx=checkpoint.unpack_ragged(idx_flat, arrays[prefix + "idx_off"], path, prefix + "idx"),
-                   val=checkpoint.unpack_ragged(val_flat, arrays[prefix + "idx_off"], path, prefix + "val"),
-                   **{k: _fresh(arrays[prefix + k]) for k in EPISODE_FIELDS})
+    return Episode(indptr=_fresh(arrays[prefix + "idx_off"]), cols=_fresh(arrays[prefix + "idx"]),
+                   vals=_fresh(arrays[prefix + "val"]), **{k: _fresh(arrays[prefix + k]) for k in EPISODE_FIELDS})
 
 
 def checkpoint_state(cfg, state: TrainState, rng: np.random.Generator, envs, live: Live) -> tuple[dict, dict]:

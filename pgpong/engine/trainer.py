@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pgpong.core import optim
-from pgpong.core.gradient import episode_gradient, episode_matrix
+from pgpong.core.gradient import episode_gradient, input_matrix
 from pgpong.core.returns import running_mean
 from pgpong.engine.progress import Progress
 from pgpong.engine.rollout import Episode
@@ -48,7 +48,7 @@ def finish_episode(state: TrainState, buf: Episode, gamma: float, baseline: str)
     """Gradient of one finished episode into the batch buffer; its stats for logging."""
     D = state.params["W1"].shape[0]
     dtype = state.params["W1"].dtype
-    X = episode_matrix(buf.idx, buf.val, D, dtype)                  # (T, D) sparse
+    X = input_matrix(buf.indptr, buf.cols, buf.vals, D, dtype)      # (T, D) sparse
     Hs = buf.hs                                                      # (T, H)
     dlogps = np.asarray(buf.dlogps, dtype)                           # (T,) or (T, 3)
     rewards = np.asarray(buf.rewards, np.float64)                    # (T,)
@@ -167,7 +167,8 @@ def train(cfg, envs, tracker, rng: np.random.Generator, out_dir, callbacks=(), s
                 ro.record_acts()
 
                 # learn while the emulators run
-                ckpt_due |= learn([buf for _, buf in finished])
+                if finished:
+                    ckpt_due |= learn([buf for _, buf in finished])
 
             # checkpoint phase: after every group's step, where the rollouts are consistent
             # (each group's next step chosen and sent, its row recorded, its finished episodes learned)
