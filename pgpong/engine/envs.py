@@ -228,6 +228,8 @@ class VectorGroup:
         self.seeds = np.asarray(seeds, np.int64)
         self.num_envs = len(self.seeds)
         self.env = make_vector(settings, self.num_envs, num_threads)
+        self._ale = self.env.ale                                  # its C++ batch: send/recv without the wrapper's checks
+        self._strength = np.ones(self.num_envs, np.float32)       # paddle strength: full, as the wrapper sends
         self._pending = False
 
     def reset(self) -> np.ndarray:
@@ -235,11 +237,11 @@ class VectorGroup:
         return obs[:, 0]                                          # (n, 210, 160) grayscale
 
     def send(self, actions) -> None:
-        self.env.send(np.asarray(actions, np.int64))
+        self._ale.send(np.asarray(actions, np.int64), self._strength)
         self._pending = True
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs, rewards, terminated, truncated, _ = self.env.recv()
+        obs, rewards, terminated, truncated, _ = self._ale.recv()
         self._pending = False
         return obs[:, 0], rewards.astype(np.float64), terminated | truncated
 
@@ -250,7 +252,7 @@ class VectorGroup:
     def cancel(self) -> None:
         """Wait for a step sent but not collected, and drop its results."""
         if self._pending:
-            self.env.recv()
+            self._ale.recv()
             self._pending = False
 
     def close(self) -> None:
