@@ -8,7 +8,7 @@ In one process, each repeat runs, one after another for `--seconds` each:
   ceiling        the same emulators (id, frameskip, sticky actions, num_envs) stepped with random
                  UP/DOWN actions, no learning, in two layouts: as the trainer steps them
                  (`env.groups` vector envs of `env.num_threads` threads, in turn) and as one vector
-                 env of all `num_envs` on `num_threads` threads; the ceiling of a repeat is the
+                 env of all `num_envs` on a thread per core; the ceiling of a repeat is the
                  faster of the two, so a layout that slows the emulators down cannot flatter the ratio;
   gist           the gist's loop as the gist runs it (`run_gist`): one gymnasium env, float64 dense
                  matrices, numpy's default BLAS threads, on ALE/Pong-v5 and on its own Pong-v0;
@@ -17,7 +17,8 @@ and then, timed from launch to exit (not for `--seconds`):
   whole process  `python -m pgpong.run <overrides> episodes=<--run-episodes>` in a fresh folder:
                  start-up, MLflow tracking, checkpoints and the model file included.
 Prints medians over repeats of agent steps/s and emulator frames/s and the ratios trainer/ceiling,
-trainer/gist and whole process/gist (gist: its loop on the trainer's env id), and writes them
+trainer/gist, whole process/gist (gist: its loop on the trainer's env id) and whole process/trainer
+(what start-up, tracking and checkpoints cost), and writes them
 (with every repeat's steps, seconds and frames) as JSON.
 """
 import argparse
@@ -114,9 +115,11 @@ def frameskip_of(cfg):
 
 
 def one_env_layout(cfg):
-    """cfg with all its envs in one vector env (the emulators' own best layout when it is faster)."""
+    """cfg with all its envs in one vector env on a thread per core (or cfg's threads, if more):
+    the emulators' own best layout, whatever threads the trainer is given."""
     one = cfg.copy()
     one.env.groups = 1
+    one.env.num_threads = max(cfg.env.num_threads, os.cpu_count() or 1)
     return one
 
 
@@ -319,12 +322,14 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_e
     over = {"trainer_over_ceiling": ("trainer", "ceiling"), "trainer_over_gist": ("trainer", gist)}
     if run_episodes > 0:
         over["whole_process_over_gist"] = ("whole_process", gist)
+        over["whole_process_over_trainer"] = ("whole_process", "trainer")
     return {
         "table": table,
         "ratios_per_repeat": {k: [a / b for a, b in zip(per[x], per[y])] for k, (x, y) in over.items()},
         "ratios": {k: table[x]["steps_per_s_median"] / table[y]["steps_per_s_median"] for k, (x, y) in over.items()},
         "settings": {"seconds": seconds, "repeats": repeats, "env.id": cfg.env.id, "env.vector": cfg.env.vector,
                      "env.num_envs": cfg.env.num_envs, "env.num_threads": cfg.env.num_threads,
+                     "one_env.num_threads": one_env_layout(cfg).env.num_threads,
                      "env.groups": cfg.env.groups if cfg.env.vector else None,
                      "frameskip": frameskip, "H": cfg.H, "dtype": cfg.dtype, "input.kind": cfg.input.kind,
                      "gist.env_ids": GIST_IDS, "gist.num_envs": 1, "gist.blas_threads": "numpy's default",
@@ -355,12 +360,12 @@ def format_table(result: dict) -> str:
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
     gist = ROW_NAMES[s["gist_row"]]
     names = {"trainer_over_ceiling": "trainer / ceiling", "trainer_over_gist": f"trainer / {gist}",
-             "whole_process_over_gist": f"whole process / {gist}"}
+             "whole_process_over_gist": f"whole process / {gist}", "whole_process_over_trainer": "whole process / trainer"}
     lines.append("   ".join(f"{names[k]} = {v:.2f}" for k, v in r.items()) + "   (ratios of the medians)")
     lines.append("per repeat: " + "; ".join(f"{names[k]} {fmt(v)}" for k, v in pr.items()))
     if "ceiling_one_env" in table:
         lines.append(f"ceiling per repeat: the faster of the emulators as trained ({s['env.num_threads']} threads "
-                     f"per vector env) and in one vector env ({s['env.num_threads']} threads)")
+                     f"per vector env) and in one vector env ({s['one_env.num_threads']} threads)")
     before, after = s["load_average_1min"]
     lines.append(f"1-minute load average before / after: {before:.1f} / {after:.1f} on {s['cpu_count']} cores "
                  f"(the gist rows, on numpy's default BLAS threads, slow down many times on a busy machine)")

@@ -1,5 +1,6 @@
 """`python -m pgpong.bench` for real, with a tiny budget: the table, its JSON, and how each row is computed."""
 import json
+import os
 import statistics
 
 
@@ -34,11 +35,13 @@ def test_bench_smoke_writes_the_table_as_json(cli, tmp_path):
     assert result["settings"]["gist_row"] == "gist_v5"                  # the gist's loop on the trainer's env id
     assert ratios == {"trainer_over_ceiling": median("trainer") / median("ceiling"),
                       "trainer_over_gist": median("trainer") / median("gist_v5"),
-                      "whole_process_over_gist": median("whole_process") / median("gist_v5")}
+                      "whole_process_over_gist": median("whole_process") / median("gist_v5"),
+                      "whole_process_over_trainer": median("whole_process") / median("trainer")}
     assert result["settings"]["env.num_envs"] == 2 and result["settings"]["env.num_threads"] == 2
+    assert result["settings"]["one_env.num_threads"] == max(2, os.cpu_count())   # the emulators' best: every core
     assert len(result["settings"]["load_average_1min"]) == 2 and "1-minute load average" in r.stdout
     for name in ("- as trained", "- one vector env", "gist, ALE/Pong-v5", "gist, Pong-v0", "whole process",
-                 "trainer / gist, ALE/Pong-v5", "whole process / gist, ALE/Pong-v5"):
+                 "trainer / gist, ALE/Pong-v5", "whole process / gist, ALE/Pong-v5", "whole process / trainer"):
         assert name in r.stdout, name
 
 
