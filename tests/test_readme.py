@@ -53,3 +53,17 @@ def test_each_readme_command_parses(line, tmp_path, monkeypatch, capsys):
                 assert word in text, f"{word} is not an option of {module}"
     else:
         pytest.fail(f"no check for {module}")
+
+
+def test_the_headline_quotes_the_committed_time_to_beat_the_built_in_ai():
+    """The README's minutes and seed count are those of docs/results/fast/times.csv (the report
+    rebuilt from the committed runs), so the headline cannot drift from the data."""
+    import csv
+    section = README.read_text().split("## Beating the built-in AI", 1)[1].split("\n## ", 1)[0]
+    rows = list(csv.DictReader((README.parent / "docs/results/fast/times.csv").open()))
+    (row,) = [r for r in rows if r["threshold"] == "0" and r["measure"] == "seconds"]
+    reached = re.search(r"(\d+) of (\d+) seeds got there", section)
+    assert reached and reached.groups() == (row["reached"], row["seeds"])
+    minutes = lambda s: "not bounded" if float(s) == float("inf") else f"{float(s) / 60:.1f} min"
+    assert f"**{minutes(row['median'])[:-4]} minutes**" in section
+    assert f"[{minutes(row['low'])}, {minutes(row['high'])}]" in section
