@@ -81,6 +81,24 @@ def test_a_new_run_trains_while_mlflow_starts_and_its_record_reads_as_if_mlflow_
         assert checkpoint.load(ckpt)[1]["mlflow_run_id"] == run.info.run_id
 
 
+def test_while_mlflow_loads_the_training_thread_gets_the_gil_back_sooner():
+    import sys
+    import threading
+
+    from pgpong.tracking.tracker import DeferredTracker, NullTracker
+    before, release, seen = sys.getswitchinterval(), threading.Event(), []
+
+    def make():                     # stands in for importing MLflow and creating the run
+        seen.append(sys.getswitchinterval())
+        release.wait(10)
+        return NullTracker()
+    tracker = DeferredTracker(make)
+    assert sys.getswitchinterval() == DeferredTracker.SWITCH_INTERVAL_S < before
+    release.set()
+    tracker.flush()                 # waits for it
+    assert seen == [DeferredTracker.SWITCH_INTERVAL_S] and sys.getswitchinterval() == before
+
+
 def test_tracking_none_writes_no_database(tmp_path, cli):
     proc = cli(TINY + ["tracking=none"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
