@@ -17,13 +17,18 @@ def input_matrix(indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, D: int,
     return sp.csr_matrix((vals.astype(dtype), cols, indptr), shape=(len(indptr) - 1, D))
 
 
-def episode_matrix(idx: list, val: list, D: int, dtype) -> sp.csr_matrix:
-    """(T, D) sparse input matrix from per-step non-zero indices and values."""
+def steps_csr(idx: list, val: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, cols, vals) of per-step non-zero indices idx[t] and values val[t]."""
     indptr = np.zeros(len(idx) + 1, np.int64)
     np.cumsum([len(i) for i in idx], out=indptr[1:])
     cols = np.concatenate(idx) if idx else np.empty(0, np.int32)
     vals = np.concatenate(val) if val else np.empty(0, np.int8)
-    return input_matrix(indptr, cols, vals, D, dtype)
+    return indptr, cols, vals
+
+
+def episode_matrix(idx: list, val: list, D: int, dtype) -> sp.csr_matrix:
+    """(T, D) sparse input matrix from per-step non-zero indices and values."""
+    return input_matrix(*steps_csr(idx, val), D, dtype)
 
 
 def episode_gradient(params: dict, X, Hs: np.ndarray, dlogps: np.ndarray, rewards: np.ndarray,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgpong.core import policy
+from pgpong.core.gradient import steps_csr
 from pgpong.core.preprocess import (
     BACKGROUND_GRAY,
     FRAME_HEIGHT,
@@ -52,11 +53,8 @@ class Episode:
     @classmethod
     def from_steps(cls, idx: list, val: list, **fields) -> "Episode":
         """An episode from per-step index and value arrays (idx[t], val[t]) and the other fields."""
-        indptr = np.zeros(len(idx) + 1, np.int64)
-        np.cumsum([len(i) for i in idx], out=indptr[1:])
-        cols = np.concatenate(idx).astype(np.int32, copy=False) if idx else np.empty(0, np.int32)
-        vals = np.concatenate(val).astype(np.int8, copy=False) if val else np.empty(0, np.int8)
-        return cls(indptr, cols, vals, **fields)
+        indptr, cols, vals = steps_csr(idx, val)
+        return cls(indptr, cols.astype(np.int32, copy=False), vals.astype(np.int8, copy=False), **fields)
 
     @property
     def idx(self) -> list:
