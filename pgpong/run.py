@@ -227,15 +227,14 @@ def run(cfg) -> dict:
                 tracker.set_tags({"pgpong.data_loss": lost[:5000]})
                 print(f"pgpong: data loss: MLflow run {tracker.run_id} does not hold every metric once: {lost}",
                       file=sys.stderr, flush=True)
-            crossed = tracker.time_to()
-            if crossed:
-                print(f"pgpong: {milestones.as_line(crossed)}", file=sys.stderr, flush=True)
+            log_milestones(tracker)
             status = "FINISHED"
         except Interrupted as e:
             status = "KILLED"
             e.run_id = tracker.run_id
             tracker.set_tags({"stopped_at_episode": e.episode, "stop_signal": e.signame,
                               "last_checkpoint": e.checkpoint})
+            log_milestones(tracker)       # what a stopped run reached is a result too
             raise
         except KeyboardInterrupt:
             status = "KILLED"
@@ -249,6 +248,13 @@ def run(cfg) -> dict:
     print(f"pgpong: {summary['episodes']} episodes, running reward {summary['running_reward']:+.2f}, "
           f"{summary['steps_per_s']:,.0f} steps/s; model {summary['model_path']}", file=sys.stderr)
     return summary
+
+
+def log_milestones(tracker) -> None:
+    """Log the run's time to each running-reward threshold and print it as one line."""
+    crossed = tracker.time_to()
+    if crossed:
+        print(f"pgpong: {milestones.as_line(crossed)}", file=sys.stderr, flush=True)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)

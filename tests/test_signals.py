@@ -63,9 +63,15 @@ def test_a_signal_writes_a_checkpoint_marks_the_run_killed_and_exits_with_one_li
     ckpt = run.data.tags["last_checkpoint"]
     _, meta = checkpoint.load(ckpt)
     assert meta["episode"] == episode and meta["mlflow_run_id"] == run.info.run_id
-    steps = [m.step for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
-        run.info.run_id, "episode/reward")]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "episode/reward")]
     assert steps == list(range(1, episode + 1))          # nothing logged was lost
+    # what the stopped run reached is logged and printed (250-step episodes lose by a few points,
+    # so the running reward starts above -10)
+    running = sorted(client.get_metric_history(run.info.run_id, "episode/running_reward"), key=lambda m: m.step)
+    first = next((m.step for m in running if m.value >= -10), None)
+    assert first is not None and run.data.metrics.get("time_to/-10/episodes") == first
+    assert f"pgpong: running reward -10 at episode {first} " in rest
 
 
 def test_resuming_a_killed_run_by_its_id_continues_it_to_the_uninterrupted_result(tmp_path):
