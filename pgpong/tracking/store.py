@@ -152,12 +152,17 @@ def faults(uri: str):
 
 def check_store(uri: str) -> None:
     """What can be checked without creating anything: the server answers; an existing SQLite file is
-    a database that takes writes (a command checks this before it makes files of its own)."""
+    a database that takes writes, a new one's folder exists and takes writes (a command checks this
+    before it makes files of its own)."""
     check_reachable(uri)
     path = sqlite_path(uri)
-    if path is not None and path.exists():
+    if path is None:
+        return
+    if path.exists():
         with faults(uri):
             probe_sqlite(path, create=False, writes=True)
+    elif not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+        raise PgpongError(f"tracking store {uri}: {SQLITE_REASONS['unable to open database file']}")
 
 
 def open_client(uri: str, must_exist: bool = False, writes: bool = True):
@@ -176,7 +181,7 @@ def open_client(uri: str, must_exist: bool = False, writes: bool = True):
     with faults(uri), first_use_lock(uri):
         if path is not None:
             if not must_exist and path.parent.is_dir() and (not path.exists() or path.stat().st_size == 0):
-                start_from_template(path)        # new, or only opened so far (a run's probe before training)
+                start_from_template(path)        # new, or empty (to SQLite, an empty database)
             probe_sqlite(path, create=not must_exist, writes=writes)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)     # the first query creates or migrates the tables

@@ -42,7 +42,7 @@ from pgpong.errors import PgpongError, entry_point
 from pgpong.files import write_atomic
 from pgpong.paths import resolve_sqlite_uri
 from pgpong.tracking import milestones
-from pgpong.tracking.store import faults, open_client, probe_sqlite, reason, sqlite_path
+from pgpong.tracking.store import check_store, faults, open_client, reason, sqlite_path
 
 MAX_PARAMS_PER_BATCH = 100    # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -631,8 +631,7 @@ def make_tracker(tracking_cfg, launch_dir, run_name: str, tags: dict, parent_run
                              Path(stopped_out_dir) / BACKLOG_NAME if stopped_out_dir else None, start_ms)
     path = sqlite_path(uri)
     if defer and not resume_run_id and not stopped_out_dir and path is not None:
-        with faults(uri):   # what fails at once without MLflow (a corrupt or read-only file, a missing folder): now
-            probe_sqlite(path, create=True, writes=True)
+        check_store(uri)    # what fails at once without MLflow (a corrupt or read-only file, a missing folder): now
         return DeferredTracker(make)
     return make()
 
