@@ -28,6 +28,7 @@ class EnvConfig:
     vector: bool = False                                # ale-py's AtariVectorEnv (fixed-frameskip ALE ids) instead of gymnasium envs
     groups: int = 1                                     # vector path: vector envs stepped in turn (2: act for one while the other runs)
     max_episode_steps: Optional[int] = None             # cap on agent steps per episode; None: the id's own
+    emulator_nice: int = 0                              # vector path, Linux: emulator threads this much nicer than training's
 
 
 @dataclass
@@ -193,6 +194,7 @@ RULES = {
     "env.vector": ANY,
     "env.groups": POSITIVE_INT,
     "env.max_episode_steps": POSITIVE_INT._replace(optional=True),
+    "env.emulator_nice": NON_NEGATIVE_INT,
     "tracking.backend": choice("mlflow", "none"),
     "tracking.uri": TEXT,
     "tracking.experiment": TEXT,

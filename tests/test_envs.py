@@ -1,4 +1,9 @@
 """The environment adapters on the real emulator: the vector path's episodes are gymnasium's."""
+import os
+import sys
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -170,6 +175,34 @@ def test_vector_env_describes_its_resolved_settings():
     # two groups of one env each: one thread per group is all that can work
     assert (d["env.resolved.num_envs"], d["env.resolved.groups"], d["env.resolved.num_threads"]) == (2, 2, 1)
     assert d["env.resolved.frames"] == "grayscale"
+
+
+def thread_nices() -> dict:
+    """{thread id: nice value} of this process's threads (Linux's /proc)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        stat = (task / "stat").read_text()
+        out[int(task.name)] = int(stat.rsplit(")", 1)[1].split()[16])   # field 19: nice
+    return out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="nice values are per thread on Linux only")
+def test_the_emulator_threads_run_env_emulator_nice_nicer_than_the_thread_that_made_them():
+    me = threading.get_native_id()
+    mine = os.getpriority(os.PRIO_PROCESS, me)
+    before = thread_nices()
+    vec = VectorEnvs(env_cfg(["env.num_envs=4", "env.groups=2", "env.num_threads=2", "env.emulator_nice=3"]),
+                     [1, 2, 3, 4])
+    try:
+        started = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
+        vec.reset()
+        frames, rewards, dones = vec.step(np.full(4, 2))        # they still step
+        assert frames.shape == (4, 210, 160)
+    finally:
+        vec.close()
+    assert len(started) >= 4 and set(started.values()) == {min(19, mine + 3)}    # 2 groups x 2 threads
+    assert os.getpriority(os.PRIO_PROCESS, me) == mine                           # this thread as it was
+    assert vec.describe()["env.resolved.emulator_nice"] == 3
 
 
 def test_vector_path_refuses_a_random_frameskip():

@@ -172,6 +172,7 @@ REFUSED = [
     ("env.num_envs=0", "env.num_envs=0: must be a positive integer"),
     ("env.num_threads=0", "env.num_threads=0: must be a positive integer"),
     ("env.groups=0", "env.groups=0: must be a positive integer"),
+    ("env.emulator_nice=-1", "env.emulator_nice=-1: must be >= 0"),
     ("env.groups=3", "env.groups=3: must be a positive divisor of env.num_envs=16"),
     ("env.num_threads=17", "env.num_threads=17: must be <= env.num_envs=16"),
     ("tracking.uri=", "tracking.uri=: must be a non-empty string"),

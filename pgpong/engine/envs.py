@@ -13,6 +13,10 @@ sent but not collected (the trainer's exit paths), so a saved emulator is never 
   settings that make each env's episodes those of the gymnasium id (no reward clipping,
   noop/fire resets, episodic life or max-pooling).
 """
+import os
+import sys
+import threading
+
 import ale_py
 import gymnasium as gym
 import numpy as np
@@ -224,10 +228,10 @@ def episode_cap(env_cfg) -> int:
 class VectorGroup:
     """One AtariVectorEnv: `len(seeds)` emulators stepped together on `num_threads` threads."""
 
-    def __init__(self, settings: dict, seeds, num_threads: int):
+    def __init__(self, settings: dict, seeds, num_threads: int, nice: int = 0):
         self.seeds = np.asarray(seeds, np.int64)
         self.num_envs = len(self.seeds)
-        self.env = make_vector(settings, self.num_envs, num_threads)
+        self.env = made_nicer(lambda: make_vector(settings, self.num_envs, num_threads), nice)
         self._ale = self.env.ale                                  # its C++ batch: send/recv without the wrapper's checks
         self._strength = np.ones(self.num_envs, np.float32)       # paddle strength: full, as the wrapper sends
         self._pending = False
@@ -280,7 +284,8 @@ class VectorEnvs:
             raise PgpongError(f"env.groups={g}: must be a positive divisor of env.num_envs={self.num_envs}")
         per = self.num_envs // g
         self.num_threads = min(env_cfg.num_threads, per)        # per group; a thread per emulator at most
-        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], self.num_threads)
+        self.nice = env_cfg.emulator_nice
+        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], self.num_threads, self.nice)
                        for k in range(g)]
 
     def reset(self) -> np.ndarray:
@@ -320,6 +325,7 @@ class VectorEnvs:
             "env.resolved.vector": "ale_py.vector_env.AtariVectorEnv (synchronous, autoreset SameStep)",
             "env.resolved.num_threads": self.num_threads,            # per group
             "env.resolved.groups": len(self.groups),
+            "env.resolved.emulator_nice": self.nice if sys.platform == "linux" else 0,
             "env.resolved.frames": "grayscale",
             "env.resolved.ale_py": ale_py.__version__,
             "env.resolved.gymnasium": gym.__version__,
@@ -328,6 +334,30 @@ class VectorEnvs:
     def close(self) -> None:
         for grp in self.groups:
             grp.close()
+
+
+def made_nicer(make, nice: int):
+    """make() on a short-lived thread whose nice value is `nice` above the caller's (Linux, where
+    nice is per thread): the threads make() starts, e.g. a vector env's emulators, inherit it. So
+    when emulators and the training thread that feeds them want the same core, the training thread
+    gets it first. nice 0, or another platform: make() as it is."""
+    if nice <= 0 or sys.platform != "linux":
+        return make()
+    out = {}
+
+    def target():
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+            out["made"] = make()
+        except BaseException as e:     # raised in the caller's thread
+            out["error"] = e
+    thread = threading.Thread(target=target, name="pgpong-emulators")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["made"]
 
 
 def make_vector(settings: dict, num_envs: int, num_threads: int, **overrides) -> AtariVectorEnv:

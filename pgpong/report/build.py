@@ -57,7 +57,8 @@ SELECT = ("experiment", "sweep", "runs", "tag", "filter")
 DEFAULT_URI = "sqlite:///mlflow.db"
 REPORT_TAG = "pgpong.report"
 ENV_KEYS = ("env.id", "env.frameskip", "env.repeat_action_probability", "env.max_episode_steps")
-NOT_A_VARIANT = ("seed", "episodes")     # the seed, and the budget: runs are compared over the episodes all reached
+NOT_A_VARIANT = ("seed", "episodes",     # the seed, and the budget: runs are compared over the episodes all reached
+                 "env.emulator_nice")    # the emulators' CPU priority: the same episodes, only sooner or later
 DERIVED = ("D",)                          # follows from other params; only named when nothing else differs
 GRID_POINTS = 200                         # points of the IQM curve and its band
 PLOT_POINTS = 1000                        # points per thin seed line
