@@ -40,6 +40,16 @@ def test_two_runs_started_at_once_on_one_fresh_mlflow_db_both_finish_complete(tm
                                                      if cache == "fresh" else [])
 
 
+def test_checking_a_new_sqlite_store_creates_nothing_and_refuses_a_missing_folder_in_one_line(tmp_path):
+    from pgpong.errors import PgpongError
+    from pgpong.tracking import store
+    db = tmp_path / "mlflow.db"
+    store.check_store(f"sqlite:///{db}")                  # what a run checks before it trains
+    assert not db.exists()                                # MLflow makes it, from the template, later
+    with pytest.raises(PgpongError, match=r"^tracking store sqlite:///.*/missing/mlflow.db: cannot open it"):
+        store.check_store(f"sqlite:///{tmp_path}/missing/mlflow.db")
+
+
 def test_a_new_store_copied_from_the_schema_template_reads_as_one_mlflow_made(tmp_path, monkeypatch):
     import sqlite3
 
