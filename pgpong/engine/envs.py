@@ -15,7 +15,6 @@ sent but not collected (the trainer's exit paths), so a saved emulator is never 
 """
 import os
 import sys
-import threading
 
 import ale_py
 import gymnasium as gym
@@ -337,27 +336,24 @@ class VectorEnvs:
 
 
 def made_nicer(make, nice: int):
-    """make() on a short-lived thread whose nice value is `nice` above the caller's (Linux, where
-    nice is per thread): the threads make() starts, e.g. a vector env's emulators, inherit it. So
-    when emulators and the training thread that feeds them want the same core, the training thread
-    gets it first. nice 0, or another platform: make() as it is."""
+    """make(), then the threads it started (e.g. a vector env's emulators) made `nice` nicer than
+    they began (Linux, where nice is per thread). So when emulators and the training thread that
+    feeds them want the same core, the training thread gets it first. nice 0, or another
+    platform: make() as it is."""
     if nice <= 0 or sys.platform != "linux":
         return make()
-    out = {}
-
-    def target():
+    before = _thread_ids()
+    made = make()
+    for tid in _thread_ids() - before:
         try:
-            tid = threading.get_native_id()
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-            out["made"] = make()
-        except BaseException as e:     # raised in the caller's thread
-            out["error"] = e
-    thread = threading.Thread(target=target, name="pgpong-emulators")
-    thread.start()
-    thread.join()
-    if "error" in out:
-        raise out["error"]
-    return out["made"]
+        except OSError:           # it ended meanwhile
+            pass
+    return made
+
+
+def _thread_ids() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
 
 
 def make_vector(settings: dict, num_envs: int, num_threads: int, **overrides) -> AtariVectorEnv:
