@@ -15,6 +15,7 @@ sent but not collected (the trainer's exit paths), so a saved emulator is never 
 """
 import os
 import sys
+import threading
 
 import ale_py
 import gymnasium as gym
@@ -234,10 +235,27 @@ class VectorGroup:
         self._ale = self.env.ale                                  # its C++ batch: send/recv without the wrapper's checks
         self._strength = np.ones(self.num_envs, np.float32)       # paddle strength: full, as the wrapper sends
         self._pending = False
+        self._resetting: _Reset | None = None
+
+    def start_reset(self) -> None:
+        """Begin the seeded reset on a helper thread: ale-py resets on the emulator threads without
+        the GIL, so it overlaps what this thread does next (making the next group). `reset` collects it."""
+        self._resetting = _Reset(self.env, self.seeds.copy())
+
+    def _collect_reset(self):
+        """The frames of a reset begun by `start_reset` for the current seeds, or None."""
+        early, self._resetting = self._resetting, None
+        if early is None:
+            return None
+        early.join()
+        return early.frames if early.frames is not None and np.array_equal(early.seeds, self.seeds) else None
 
     def reset(self) -> np.ndarray:
-        obs, _ = self.env.reset(seed=self.seeds)
-        return obs[:, 0]                                          # (n, 210, 160) grayscale
+        frames = self._collect_reset()
+        if frames is None:
+            obs, _ = self.env.reset(seed=self.seeds)
+            frames = obs[:, 0]
+        return frames                                             # (n, 210, 160) grayscale
 
     def send(self, actions) -> None:
         self._ale.send(np.asarray(actions, np.int64), self._strength)
@@ -259,8 +277,26 @@ class VectorGroup:
             self._pending = False
 
     def close(self) -> None:
+        self._collect_reset()                                     # never close emulators being reset
         self.cancel()                                             # an exception between send and recv
         self.env.close()
+
+
+class _Reset(threading.Thread):
+    """`env.reset(seed=seeds)` on its own thread; its frames, or None if it failed (`reset` then
+    resets again on the caller's thread, where a failure is raised as usual)."""
+
+    def __init__(self, env, seeds):
+        super().__init__(name="pgpong-reset")
+        self.env, self.seeds, self.frames = env, seeds, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            obs, _ = self.env.reset(seed=self.seeds)
+            self.frames = obs[:, 0]
+        except Exception:
+            pass
 
 
 class VectorEnvs:
@@ -284,8 +320,14 @@ class VectorEnvs:
         per = self.num_envs // g
         self.num_threads = min(env_cfg.num_threads, per)        # per group; a thread per emulator at most
         self.nice = env_cfg.emulator_nice
-        self.groups = [VectorGroup(self.settings, seeds[k * per:(k + 1) * per], self.num_threads, self.nice)
-                       for k in range(g)]
+        self.groups = []
+        try:   # each group's reset begins as soon as it is made, beside the making of the next
+            for k in range(g):
+                self.groups.append(VectorGroup(self.settings, seeds[k * per:(k + 1) * per], self.num_threads, self.nice))
+                self.groups[-1].start_reset()
+        except BaseException:
+            self.close()
+            raise
 
     def reset(self) -> np.ndarray:
         return np.concatenate([grp.reset() for grp in self.groups])
