@@ -145,9 +145,24 @@ def override_keys(overrides: list[str]) -> list[str]:
 def resume_config(cfg, overrides: list[str], saved: dict, path):
     """The checkpoint's config, with only what the user overrode now taken from the command line."""
     explicit = override_keys(overrides)
+
+    def chosen_now(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in explicit)
+
     merged = cfg.copy()
+    whole = []            # option groups (optim=adam, baseline=value) the checkpoint chose otherwise
+    for group, schemas in config.OPTION_SCHEMAS.items():
+        kind = (saved.get(group) or {}).get(config.OPTION_KEY[group])
+        if group in explicit or kind not in schemas or kind == merged[group][config.OPTION_KEY[group]]:
+            continue
+        node = OmegaConf.merge(OmegaConf.structured(schemas[kind]), saved[group])   # that option's own keys
+        for key in explicit:                   # e.g. optim.eps=... set now: on top of the saved option
+            if key.startswith(group + "."):
+                OmegaConf.update(node, key[len(group) + 1:], OmegaConf.select(cfg, key), merge=False)
+        merged[group] = node
+        whole.append(group)
     for key, value in naming.flatten(OmegaConf.create(saved)).items():
-        if key == "resume" or any(key == k or key.startswith(k + ".") for k in explicit):
+        if key == "resume" or chosen_now(key) or key.split(".")[0] in whole:
             continue
         OmegaConf.update(merged, key, value, merge=False)    # every key known: checked by read_checkpoint
     for key in SHAPE_KEYS:

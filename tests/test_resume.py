@@ -9,8 +9,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
+from pgpong import config
 from pgpong.engine import checkpoint
 from pgpong.engine.envs import make_envs, seeded_envs
 from pgpong.engine.state import TrainState, new_state, restore_state
@@ -204,6 +206,36 @@ def test_resume_without_overrides_takes_the_checkpoints_config_and_continues(tmp
     r = run_cli([f"resume={tmp_path / 'a'}", "episodes=3", "tracking=none"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stderr and "at episode 2" in r.stderr and "3 episodes" in r.stderr
+
+
+@pytest.mark.parametrize("variant, group, kind, key, value", [
+    (["experiment=fast"], "optim", "adam", "optim.beta1", 0.9),          # the README's headline config
+    (["baseline=value", "baseline.lr=0.02"], "baseline", "value", "baseline.lr", 0.02),
+])
+def test_a_run_on_another_option_of_a_group_resumes_on_that_option(tmp_path, variant, group, kind, key, value):
+    """The checkpoint's option (optim=adam, baseline=value) has keys the default option lacks:
+    resuming without naming the group again keeps the checkpoint's option, all its keys."""
+    first = ["H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none", "episodes=2"]
+    r = run_cli([*variant, *first], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (out,) = (tmp_path / "outputs").glob("*/*")
+    r = run_cli([f"resume={out}", "episodes=3", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "resumed from" in r.stderr and "3 episodes" in r.stderr
+    resumed = max((tmp_path / "outputs").glob("*/*"))
+    saved = OmegaConf.load(resumed / "config.yaml")
+    assert saved[group][config.OPTION_KEY[group]] == kind and OmegaConf.select(saved, key) == value
+
+
+def test_an_override_inside_a_resumed_runs_own_option_goes_on_top_of_it(tmp_path):
+    r = run_cli(["experiment=fast", "H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none",
+                 "episodes=2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (out,) = (tmp_path / "outputs").glob("*/*")
+    r = run_cli([f"resume={out}", "episodes=3", "tracking=none", "optim.eps=1e-6"], cwd=tmp_path)   # a key both options have
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    saved = OmegaConf.load(max((tmp_path / "outputs").glob("*/*")) / "config.yaml")
+    assert (saved.optim.name, saved.optim.beta1, saved.optim.eps, saved.lr) == ("adam", 0.9, 1e-6, 5.24e-4)
 
 
 def test_resume_from_a_missing_target_is_a_clear_error(tmp_path):
