@@ -39,3 +39,26 @@ def test_time_profile_refuses_a_bad_override(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "env.groups=3"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: env.groups=3") and "Traceback" not in r.stderr
+
+
+def test_run_phases_times_a_real_run_from_launch_to_exit(tmp_path):
+    out = tmp_path / "phases.json"
+    # 2 envs in one group, every episode cut at 100 steps: 4 episodes end after 200 steps of each env
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_phases.py"), "--json", str(out), "episodes=4",
+                        "env.num_envs=2", "env.groups=1", "env.max_episode_steps=100", "H=16"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(out.read_text())
+    assert s["steps"] == 400 and s["exit_code"] == 0
+    assert s["start_up_s"] > 0 and s["loop_s"] > 0 and s["end_s"] > 0
+    assert abs(s["start_up_s"] + s["loop_s"] + s["end_s"] - s["total_s"]) < 1e-6
+    assert s["whole_steps_per_s"] < s["loop_steps_per_s"]
+    assert "run_phases: start-up" in r.stderr.splitlines()[-1]
+    assert (tmp_path / "mlflow.db").is_file()                  # the run as a user runs it: tracked
+
+
+def test_run_phases_leaves_a_refused_override_to_pgpongs_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_phases.py"), "env.groups=3"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: env.groups=3") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
