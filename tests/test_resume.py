@@ -18,6 +18,7 @@ from pgpong.engine.envs import make_envs, seeded_envs
 from pgpong.engine.state import TrainState, new_state, restore_state
 from pgpong.engine.trainer import train
 from pgpong.errors import Interrupted, PgpongError
+from pgpong.run import resume_config
 from pgpong.tracking.tracker import NullTracker
 from tests.conftest import compose_cfg, run_cli
 
@@ -236,6 +237,25 @@ def test_an_override_inside_a_resumed_runs_own_option_goes_on_top_of_it(tmp_path
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     saved = OmegaConf.load(max((tmp_path / "outputs").glob("*/*")) / "config.yaml")
     assert (saved.optim.name, saved.optim.beta1, saved.optim.eps, saved.lr) == ("adam", 0.9, 1e-6, 5.24e-4)
+
+
+def test_a_checkpoint_from_before_env_emulator_nice_resumes_with_its_default():
+    """Checkpoints written before a speed-only key existed lack it: their env node still matches."""
+    saved = OmegaConf.to_container(compose_cfg(["experiment=fast", "tracking=none"]))
+    del saved["env"]["emulator_nice"]
+    merged = resume_config(compose_cfg(["tracking=none"]), [], saved, "old.npz")
+    assert (merged.env.emulator_nice, merged.optim.name, merged.lr) == (5, "adam", 5.24e-4)
+
+
+def test_resume_may_change_env_emulator_nice_but_not_the_rest_of_env(tmp_path):
+    r = run_cli(["H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none", "episodes=2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (out,) = (tmp_path / "outputs").glob("*/*")
+    r = run_cli([f"resume={out}", "env.groups=1", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 2 and "error: resume: env=" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_cli([f"resume={out}", "episodes=3", "env.emulator_nice=0", "tracking=none"], cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert OmegaConf.load(max((tmp_path / "outputs").glob("*/*")) / "config.yaml").env.emulator_nice == 0
 
 
 def test_resume_from_a_missing_target_is_a_clear_error(tmp_path):
