@@ -142,11 +142,6 @@ def override_keys(overrides: list[str]) -> list[str]:
     return keys
 
 
-# Keys inside SHAPE_KEYS' nodes that change no episode, only speed: a resume may change them, and a
-# checkpoint written before they existed resumes with their defaults.
-SPEED_ONLY_KEYS = ("env.emulator_nice",)
-
-
 def resume_config(cfg, overrides: list[str], saved: dict, path):
     """The checkpoint's config, with only what the user overrode now taken from the command line."""
     explicit = override_keys(overrides)
@@ -177,7 +172,7 @@ def resume_config(cfg, overrides: list[str], saved: dict, path):
         for part in key.split("."):
             before = before.get(part) if isinstance(before, dict) else None
         if isinstance(now, dict) and isinstance(before, dict):     # speed-only keys may differ, or be new
-            free = [k[len(key) + 1:] for k in SPEED_ONLY_KEYS if k.startswith(key + ".")]
+            free = [k[len(key) + 1:] for k in naming.SPEED_ONLY if k.startswith(key + ".")]
             now, before = ({k: v for k, v in d.items() if k not in free} for d in (now, before))
         if now != before:
             raise PgpongError(f"resume: {key}={now} but {path} was trained with {key}={before}; "

@@ -50,7 +50,7 @@ from pgpong.report.stats import (
     sooner_scores,
 )
 from pgpong.tracking import store
-from pgpong.tracking.naming import NOT_IN_NAME
+from pgpong.tracking.naming import NOT_IN_NAME, SPEED_ONLY
 
 KEYS = ("experiment", "sweep", "runs", "tag", "filter", "from", "name", "out", "tracking.uri")
 SELECT = ("experiment", "sweep", "runs", "tag", "filter")
@@ -58,7 +58,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 REPORT_TAG = "pgpong.report"
 ENV_KEYS = ("env.id", "env.frameskip", "env.repeat_action_probability", "env.max_episode_steps")
 NOT_A_VARIANT = ("seed", "episodes",     # the seed, and the budget: runs are compared over the episodes all reached
-                 "env.emulator_nice")    # the emulators' CPU priority: the same episodes, only sooner or later
+                 *SPEED_ONLY)            # e.g. the emulators' CPU priority: the same episodes, only sooner or later
 DERIVED = ("D",)                          # follows from other params; only named when nothing else differs
 GRID_POINTS = 200                         # points of the IQM curve and its band
 PLOT_POINTS = 1000                        # points per thin seed line
