@@ -210,41 +210,33 @@ def test_vector_path_refuses_a_random_frameskip():
         VectorEnvs(env_cfg(["env=pong_v0", "env.vector=true"]), [1])
 
 
-def steps_after_reset(vec, n: int, steps: int = 60) -> np.ndarray:
-    """Frames of `steps` agent steps with fixed actions after vec.reset() (sticky actions draw on each env's seed)."""
-    frames = [vec.reset()]
-    for t in range(steps):
-        frames.append(vec.step(np.full(n, 2 + t % 2))[0])
-    return np.stack(frames)
+def steps_after_reset(cfg, seeds, reseed=None, early=True, steps: int = 60) -> np.ndarray:
+    """Frames of `steps` agent steps with fixed actions after reset (sticky actions draw on each env's
+    seed), of VectorEnvs(cfg, seeds), reseeded first if asked; early=False drops the reset begun
+    while the groups were made, so reset runs on this thread."""
+    vec = VectorEnvs(cfg, seeds)
+    try:
+        if not early:
+            for g in vec.groups:
+                g._collect_reset()
+        if reseed is not None:
+            vec.reseed(reseed)
+        frames = [vec.reset()]
+        for t in range(steps):
+            frames.append(vec.step(np.full(len(seeds), 2 + t % 2))[0])
+        return np.stack(frames)
+    finally:
+        vec.close()
 
 
 def test_the_reset_begun_while_the_next_group_is_made_is_the_seeded_reset_and_yields_to_a_reseed():
     """Each group's seeded reset starts beside the making of the next group; a reseed before
     `reset` (a resumed run) must still give the new seeds' episodes, not the early reset's."""
     cfg = env_cfg(["env.num_envs=4", "env.groups=2", "env.num_threads=1"])
-    plain = VectorEnvs(cfg, [5, 6, 7, 8])
-    try:
-        for g in plain.groups:
-            g._collect_reset()               # drop the early reset: a reset made on this thread
-        want_new = steps_after_reset(plain, 4)
-    finally:
-        plain.close()
-    early = VectorEnvs(cfg, [5, 6, 7, 8])
-    try:
-        got_early = steps_after_reset(early, 4)
-    finally:
-        early.close()
-    reseeded = VectorEnvs(cfg, [1, 2, 3, 4])
-    try:
-        reseeded.reseed([5, 6, 7, 8])
-        got_reseeded = steps_after_reset(reseeded, 4)
-    finally:
-        reseeded.close()
-    other = VectorEnvs(cfg, [1, 2, 3, 4])
-    try:
-        got_other = steps_after_reset(other, 4)
-    finally:
-        other.close()
+    want_new = steps_after_reset(cfg, [5, 6, 7, 8], early=False)
+    got_early = steps_after_reset(cfg, [5, 6, 7, 8])
+    got_reseeded = steps_after_reset(cfg, [1, 2, 3, 4], reseed=[5, 6, 7, 8])
+    got_other = steps_after_reset(cfg, [1, 2, 3, 4])
     assert not np.array_equal(got_other, want_new)          # the seeds matter within 60 steps
     np.testing.assert_array_equal(got_early, want_new)
     np.testing.assert_array_equal(got_reseeded, want_new)

@@ -209,6 +209,15 @@ def test_resume_without_overrides_takes_the_checkpoints_config_and_continues(tmp
     assert "resumed from" in r.stderr and "at episode 2" in r.stderr and "3 episodes" in r.stderr
 
 
+def stopped_run(tmp_path, *overrides):
+    """The output folder of a 2-episode run (2 envs, 60-step episodes) made with `python -m pgpong.run`."""
+    r = run_cli([*overrides, "H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none", "episodes=2"],
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (out,) = (tmp_path / "outputs").glob("*/*")
+    return out
+
+
 @pytest.mark.parametrize("variant, group, kind, key, value", [
     (["experiment=fast"], "optim", "adam", "optim.beta1", 0.9),          # the README's headline config
     (["baseline=value", "baseline.lr=0.02"], "baseline", "value", "baseline.lr", 0.02),
@@ -216,10 +225,7 @@ def test_resume_without_overrides_takes_the_checkpoints_config_and_continues(tmp
 def test_a_run_on_another_option_of_a_group_resumes_on_that_option(tmp_path, variant, group, kind, key, value):
     """The checkpoint's option (optim=adam, baseline=value) has keys the default option lacks:
     resuming without naming the group again keeps the checkpoint's option, all its keys."""
-    first = ["H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none", "episodes=2"]
-    r = run_cli([*variant, *first], cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (out,) = (tmp_path / "outputs").glob("*/*")
+    out = stopped_run(tmp_path, *variant)
     r = run_cli([f"resume={out}", "episodes=3", "tracking=none"], cwd=tmp_path)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "resumed from" in r.stderr and "3 episodes" in r.stderr
@@ -229,10 +235,7 @@ def test_a_run_on_another_option_of_a_group_resumes_on_that_option(tmp_path, var
 
 
 def test_an_override_inside_a_resumed_runs_own_option_goes_on_top_of_it(tmp_path):
-    r = run_cli(["experiment=fast", "H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none",
-                 "episodes=2"], cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (out,) = (tmp_path / "outputs").glob("*/*")
+    out = stopped_run(tmp_path, "experiment=fast")
     r = run_cli([f"resume={out}", "episodes=3", "tracking=none", "optim.eps=1e-6"], cwd=tmp_path)   # a key both options have
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     saved = OmegaConf.load(max((tmp_path / "outputs").glob("*/*")) / "config.yaml")
@@ -248,9 +251,7 @@ def test_a_checkpoint_from_before_env_emulator_nice_resumes_with_its_default():
 
 
 def test_resume_may_change_env_emulator_nice_but_not_the_rest_of_env(tmp_path):
-    r = run_cli(["H=8", "env.num_envs=2", "env.max_episode_steps=60", "tracking=none", "episodes=2"], cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (out,) = (tmp_path / "outputs").glob("*/*")
+    out = stopped_run(tmp_path)
     r = run_cli([f"resume={out}", "env.groups=1", "tracking=none"], cwd=tmp_path)
     assert r.returncode == 2 and "error: resume: env=" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_cli([f"resume={out}", "episodes=3", "env.emulator_nice=0", "tracking=none"], cwd=tmp_path)
