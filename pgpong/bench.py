@@ -6,10 +6,12 @@
 
 In one process, each repeat runs, one after another for `--seconds` each:
   ceiling        the same emulators (id, frameskip, sticky actions, num_envs) stepped with random
-                 UP/DOWN actions, no learning, in two layouts: as the trainer steps them
-                 (`env.groups` vector envs of `env.num_threads` threads, in turn) and as one vector
-                 env of all `num_envs` on a thread per core; the ceiling of a repeat is the
-                 faster of the two, so a layout that slows the emulators down cannot flatter the ratio;
+                 UP/DOWN actions, no learning, in up to three layouts: as the trainer steps them
+                 (`env.groups` vector envs of `env.num_threads` threads, in turn), as one vector
+                 env of all `num_envs` on a thread per core, and as one single-threaded vector env
+                 per core, in turn (when the envs divide among the cores and the trainer's layout
+                 is not that already); the ceiling of a repeat is the fastest, so a layout that
+                 slows the emulators down cannot flatter the ratio;
   gist           the gist's loop as the gist runs it (`run_gist`): one gymnasium env, float64 dense
                  matrices, numpy's default BLAS threads, on ALE/Pong-v5 and on its own Pong-v0;
   trainer        the real `pgpong.engine.trainer.train` on the composed config, no tracking, one BLAS thread;
@@ -39,12 +41,12 @@ from threadpoolctl import threadpool_limits
 
 from pgpong import launch
 from pgpong.engine.checkpoint import CKPT_RE, list_checkpoints
-from pgpong.engine.envs import draw_env_seeds, make_envs, vector_settings
+from pgpong.engine.envs import draw_env_seeds, emulator_threads, make_envs, usable_cores, vector_settings
 from pgpong.engine.progress import Progress
 from pgpong.errors import PgpongError, entry_point
 from pgpong.tracking.tracker import NullTracker
 
-CEILINGS = ("ceiling_as_trained", "ceiling_one_env")   # the ceiling is their maximum
+CEILINGS = ("ceiling_as_trained", "ceiling_one_env", "ceiling_per_core")   # the ceiling is the maximum of those run
 
 
 class _Stop(Exception):
@@ -119,8 +121,27 @@ def one_env_layout(cfg):
     the emulators' own best layout, whatever threads the trainer is given."""
     one = cfg.copy()
     one.env.groups = 1
-    one.env.num_threads = max(cfg.env.num_threads, os.cpu_count() or 1)
+    one.env.num_threads = max(emulator_threads(cfg.env), os.cpu_count() or 1)
     return one
+
+
+def per_core_layout(cfg):
+    """cfg with a single-threaded vector env per usable core, stepped in turn; None when the envs
+    do not divide among the cores or cfg is laid out so already."""
+    cores = usable_cores()
+    if cores < 2 or cfg.env.num_envs % cores or (cfg.env.groups == cores and emulator_threads(cfg.env) == 1):
+        return None
+    per = cfg.copy()
+    per.env.groups, per.env.num_threads = cores, 1
+    return per
+
+
+def ceiling_kinds(cfg) -> tuple[str, ...]:
+    """The ceiling layouts a bench of cfg runs (vector envs only: gymnasium envs have one layout)."""
+    if not cfg.env.vector:
+        return CEILINGS[:1]
+    return (("ceiling_as_trained",) + (("ceiling_one_env",) if cfg.env.groups > 1 else ())
+            + (("ceiling_per_core",) if per_core_layout(cfg) else ()))
 
 
 def run_ceiling(cfg, seconds: float) -> tuple[int, float]:
@@ -267,11 +288,13 @@ def timed_trainer(cfg, seconds: float) -> TimedEnvs:
 
 
 RUNNERS = {"ceiling_as_trained": run_ceiling, "ceiling_one_env": lambda cfg, s: run_ceiling(one_env_layout(cfg), s),
+           "ceiling_per_core": lambda cfg, s: run_ceiling(per_core_layout(cfg), s),
            "gist_v5": lambda cfg, s: run_gist(cfg, s, GIST_IDS["gist_v5"]),
            "gist_v0": lambda cfg, s: run_gist(cfg, s, GIST_IDS["gist_v0"]),
            "trainer": run_trainer}
 OWN_THREADS = ("gist_v5", "gist_v0")   # run with numpy's default BLAS threads, as the gist runs
 ROW_NAMES = {"ceiling_as_trained": "- as trained", "ceiling_one_env": "- one vector env",
+             "ceiling_per_core": "- one env per core",
              "gist_v5": "gist, ALE/Pong-v5", "gist_v0": "gist, Pong-v0", "whole_process": "whole process"}
 
 
@@ -287,7 +310,7 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_e
     launch to `run_episodes` episodes, once per repeat.
     """
     frameskip = frameskip_of(cfg)
-    ceilings = CEILINGS if cfg.env.vector and cfg.env.groups > 1 else CEILINGS[:1]
+    ceilings = ceiling_kinds(cfg)
     runs = (*ceilings, *GIST_IDS, "trainer") + (("whole_process",) if run_episodes > 0 else ())
     load_before = os.getloadavg()[0]
     per = {k: [] for k in runs}
@@ -328,7 +351,7 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_e
         "ratios_per_repeat": {k: [a / b for a, b in zip(per[x], per[y])] for k, (x, y) in over.items()},
         "ratios": {k: table[x]["steps_per_s_median"] / table[y]["steps_per_s_median"] for k, (x, y) in over.items()},
         "settings": {"seconds": seconds, "repeats": repeats, "env.id": cfg.env.id, "env.vector": cfg.env.vector,
-                     "env.num_envs": cfg.env.num_envs, "env.num_threads": cfg.env.num_threads,
+                     "env.num_envs": cfg.env.num_envs, "env.num_threads": emulator_threads(cfg.env) if cfg.env.vector else cfg.env.num_threads,   # per group, as used
                      "one_env.num_threads": one_env_layout(cfg).env.num_threads,
                      "env.groups": cfg.env.groups if cfg.env.vector else None,
                      "frameskip": frameskip, "H": cfg.H, "dtype": cfg.dtype, "input.kind": cfg.input.kind,
@@ -350,7 +373,7 @@ def format_table(result: dict) -> str:
              f"| {'run':18s} | {'agent steps/s':>13s} | {'frames/s':>9s} |",
              f"|{'-' * 20}|{'-' * 15}|{'-' * 11}|"]
     table = result["table"]
-    sub_rows = CEILINGS if "ceiling_one_env" in table else ()
+    sub_rows = [k for k in CEILINGS if k in table] if "ceiling_one_env" in table else ()
     rows = ("ceiling", *sub_rows, *GIST_IDS, "trainer") + (("whole_process",) if "whole_process" in table else ())
     for kind in rows:
         row = table[kind]
@@ -364,8 +387,9 @@ def format_table(result: dict) -> str:
     lines.append("   ".join(f"{names[k]} = {v:.2f}" for k, v in r.items()) + "   (ratios of the medians)")
     lines.append("per repeat: " + "; ".join(f"{names[k]} {fmt(v)}" for k, v in pr.items()))
     if "ceiling_one_env" in table:
-        lines.append(f"ceiling per repeat: the faster of the emulators as trained ({s['env.num_threads']} threads "
-                     f"per vector env) and in one vector env ({s['one_env.num_threads']} threads)")
+        per_core = " and one single-threaded vector env per core" if "ceiling_per_core" in table else ""
+        lines.append(f"ceiling per repeat: the fastest of the emulators as trained ({s['env.num_threads']} threads "
+                     f"per vector env), in one vector env ({s['one_env.num_threads']} threads){per_core}")
     before, after = s["load_average_1min"]
     lines.append(f"1-minute load average before / after: {before:.1f} / {after:.1f} on {s['cpu_count']} cores "
                  f"(the gist rows, on numpy's default BLAS threads, slow down many times on a busy machine)")

@@ -28,9 +28,11 @@ def granted_cpus() -> int | None:
 
 
 def job_threads(env_cfg) -> int | None:
-    """Emulator threads for a scheduler's job: its granted CPUs, one per emulator at most; else None."""
+    """Emulator threads per group for a scheduler's job: its granted CPUs shared among the groups
+    (a thread per CPU in all), one per emulator at most; else None."""
     cpus = granted_cpus()
-    return None if cpus is None else max(1, min(cpus, env_cfg.num_envs))
+    groups = max(1, env_cfg.groups)
+    return None if cpus is None else max(1, min(cpus // groups, env_cfg.num_envs // groups))
 
 
 def scheduler_job() -> str | None:

@@ -24,7 +24,7 @@ class EnvConfig:
     frameskip: Optional[int] = None                     # None: the id's own (v0: random 2..4, v5: 4)
     repeat_action_probability: Optional[float] = None   # sticky actions; None: the id's own (0.25)
     num_envs: int = 1                                   # emulators stepped together
-    num_threads: int = 1                                # emulator threads of each group's vector env
+    num_threads: int = 1                                # emulator threads of each group's vector env; 0: the cores shared among the groups
     vector: bool = False                                # ale-py's AtariVectorEnv (fixed-frameskip ALE ids) instead of gymnasium envs
     groups: int = 1                                     # vector path: vector envs stepped in turn (2: act for one while the other runs)
     max_episode_steps: Optional[int] = None             # cap on agent steps per episode; None: the id's own
@@ -190,7 +190,7 @@ RULES = {
     "env.frameskip": POSITIVE_INT._replace(optional=True),
     "env.repeat_action_probability": UNIT_LEFT_CLOSED._replace(optional=True),
     "env.num_envs": POSITIVE_INT,
-    "env.num_threads": POSITIVE_INT,
+    "env.num_threads": Rule(lambda v: v >= 0, ">= 0 (0: one emulator thread per core, shared among env.groups)"),
     "env.vector": ANY,
     "env.groups": POSITIVE_INT,
     "env.max_episode_steps": POSITIVE_INT._replace(optional=True),

@@ -201,7 +201,7 @@ def run(cfg) -> dict:
                 ckpt = (arrays, saved, path)
             config.validate(cfg)
             if multirun:    # parallel jobs share the cores: fewer emulator threads each
-                cfg.env.num_threads = cluster.job_threads(cfg.env) or threads_per_job(hc.launcher, cfg.env.num_threads)
+                cfg.env.num_threads = cluster.job_threads(cfg.env) or threads_per_job(hc.launcher, cfg.env)
             begun = stack.enter_context(start(cfg, ckpt))
         except PgpongError as e:
             if multirun:    # the sweep's run list shows the job that could not start, and why

@@ -3,6 +3,11 @@ import json
 import os
 import statistics
 
+import pytest
+
+from pgpong import bench
+from pgpong.engine.envs import usable_cores
+
 
 def test_bench_smoke_writes_the_table_as_json(cli, tmp_path):
     out = tmp_path / "bench.json"
@@ -37,8 +42,8 @@ def test_bench_smoke_writes_the_table_as_json(cli, tmp_path):
                       "trainer_over_gist": median("trainer") / median("gist_v5"),
                       "whole_process_over_gist": median("whole_process") / median("gist_v5"),
                       "whole_process_over_trainer": median("whole_process") / median("trainer")}
-    assert result["settings"]["env.num_envs"] == 2 and result["settings"]["env.num_threads"] == 2
-    assert result["settings"]["one_env.num_threads"] == max(2, os.cpu_count())   # the emulators' best: every core
+    assert result["settings"]["env.num_envs"] == 2 and result["settings"]["env.num_threads"] == 1   # as used: 1 env per group
+    assert result["settings"]["one_env.num_threads"] == os.cpu_count()     # one vector env: a thread per core
     assert len(result["settings"]["load_average_1min"]) == 2 and "1-minute load average" in r.stdout
     for name in ("- as trained", "- one vector env", "gist, ALE/Pong-v5", "gist, Pong-v0", "whole process",
                  "trainer / gist, ALE/Pong-v5", "whole process / gist, ALE/Pong-v5", "whole process / trainer"):
@@ -49,3 +54,20 @@ def test_bench_rejects_a_bad_budget(cli, tmp_path):
     r = cli(["--seconds", "0"], cwd=tmp_path, module="pgpong.bench")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: --seconds=0")
+
+
+def test_the_ceiling_also_steps_a_single_threaded_vector_env_per_core():
+    """A trainer laid out otherwise (here 2 threads per group) is compared with the emulators
+    laid out a thread per core, one vector env each, too; a layout that is that already is not run twice."""
+    cores = usable_cores()
+    if cores < 2 or 16 % cores:
+        pytest.skip(f"16 envs do not divide among {cores} cores")
+    cfg = bench.compose(["env.num_threads=2"])
+    per = bench.per_core_layout(cfg)
+    assert (per.env.groups, per.env.num_threads, per.env.num_envs) == (cores, 1, 16)
+    assert bench.ceiling_kinds(cfg) == ("ceiling_as_trained", "ceiling_one_env", "ceiling_per_core")
+    as_per_core = bench.compose([f"env.groups={cores}", "env.num_threads=1"])
+    assert bench.per_core_layout(as_per_core) is None and "ceiling_per_core" not in bench.ceiling_kinds(as_per_core)
+    small = bench.compose([f"env.num_envs={cores}", "env.num_threads=2", "env.groups=1", "H=16"])
+    steps, seconds = bench.RUNNERS["ceiling_per_core"](small, 0.5)
+    assert steps > 0 and steps % cores == 0 and seconds > 0       # every emulator stepped, group by group

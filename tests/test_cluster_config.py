@@ -22,18 +22,20 @@ def test_slurm_and_ray_launchers_ask_for_2_cpus_per_job_by_default():
     assert (ray.num_cpus, ray.max_retries, ray.address) == (2, 1, None)
 
 
-@pytest.mark.parametrize("env,expected", [
-    ({}, None),                                   # not a scheduler's job: the run's own setting stays
-    ({"SLURM_CPUS_PER_TASK": "2"}, 2),
-    ({"SLURM_CPUS_PER_TASK": "8"}, 2),            # one thread per emulator at most (num_envs=2 below)
-    ({cluster.CPUS_ENV: "1", "SLURM_CPUS_PER_TASK": "4"}, 1),
+@pytest.mark.parametrize("env,num_envs,expected", [
+    ({}, 16, None),                                   # not a scheduler's job: the run's own setting stays
+    ({"SLURM_CPUS_PER_TASK": "2"}, 16, 1),            # 2 groups: a thread per CPU in all
+    ({"SLURM_CPUS_PER_TASK": "8"}, 16, 4),
+    ({"SLURM_CPUS_PER_TASK": "8"}, 2, 1),             # one thread per emulator at most (1 per group)
+    ({cluster.CPUS_ENV: "1", "SLURM_CPUS_PER_TASK": "4"}, 16, 1),
 ])
-def test_a_jobs_emulator_threads_follow_the_cpus_its_scheduler_granted(monkeypatch, env, expected):
+def test_a_jobs_emulator_threads_share_the_cpus_its_scheduler_granted_among_the_groups(monkeypatch, env, num_envs,
+                                                                                      expected):
     for var in (cluster.CPUS_ENV, "SLURM_CPUS_PER_TASK"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert cluster.job_threads(compose_cfg(["env.num_envs=2"]).env) == expected
+    assert cluster.job_threads(compose_cfg([f"env.num_envs={num_envs}"]).env) == expected
 
 
 @pytest.mark.parametrize("args,message", [

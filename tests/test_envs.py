@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pgpong.core.preprocess import binarize_batch, crop_window
-from pgpong.engine.envs import GymEnvs, VectorEnvs, make_envs, seeded_envs
+from pgpong.engine import envs as envs_module
+from pgpong.engine.envs import GymEnvs, VectorEnvs, make_envs, seeded_envs, usable_cores
 from pgpong.engine.trainer import train
 from pgpong.errors import PgpongError
 from pgpong.tracking.tracker import NullTracker
@@ -22,8 +23,21 @@ def env_cfg(overrides):
 def test_default_env_is_the_vector_path():
     cfg = compose_cfg()
     assert cfg.env.vector and cfg.env.id == "ALE/Pong-v5"
-    assert (cfg.env.num_envs, cfg.env.num_threads, cfg.env.groups) == (16, 2, 2)
+    assert (cfg.env.num_envs, cfg.env.num_threads, cfg.env.groups) == (16, 0, 2)   # 0: the cores shared by the groups
     assert not compose_cfg(["env=pong_v0"]).env.vector
+
+
+@pytest.mark.parametrize("overrides,cores,expected", [
+    ([], 2, 1),                                       # 2 groups on 2 cores: a thread each
+    ([], 8, 4),
+    ([], 1, 1),                                       # at least one
+    (["env.groups=1"], 8, 8),
+    (["env.num_envs=4"], 16, 2),                      # never more than a group's emulators
+    (["env.num_threads=3"], 2, 3),                    # a number given is used as it is
+])
+def test_emulator_threads_default_to_a_thread_per_core_in_all(monkeypatch, overrides, cores, expected):
+    monkeypatch.setattr(envs_module, "usable_cores", lambda: cores)
+    assert envs_module.emulator_threads(env_cfg(overrides)) == expected
 
 
 def test_vector_env_episodes_equal_gymnasium_envs_step_for_step():
@@ -167,7 +181,7 @@ def test_vector_env_describes_its_resolved_settings():
     finally:
         vec.close()
         wide.close()
-    assert (d_wide["env.resolved.groups"], d_wide["env.resolved.num_threads"]) == (1, 2)
+    assert (d_wide["env.resolved.groups"], d_wide["env.resolved.num_threads"]) == (1, min(usable_cores(), 4))
     assert d["env.resolved.id"] == "ALE/Pong-v5"
     assert d["env.resolved.frameskip"] == 4
     assert d["env.resolved.repeat_action_probability"] == 0.25

@@ -170,7 +170,7 @@ REFUSED = [
     ("env.repeat_action_probability=-0.5", "env.repeat_action_probability=-0.5: must be in [0, 1) or null"),
     ("env.repeat_action_probability=nan", "env.repeat_action_probability=nan: must be in [0, 1) or null"),
     ("env.num_envs=0", "env.num_envs=0: must be a positive integer"),
-    ("env.num_threads=0", "env.num_threads=0: must be a positive integer"),
+    ("env.num_threads=-1", "env.num_threads=-1: must be >= 0 (0: one emulator thread per core, shared among env.groups)"),
     ("env.groups=0", "env.groups=0: must be a positive integer"),
     ("env.emulator_nice=-1", "env.emulator_nice=-1: must be >= 0"),
     ("env.groups=3", "env.groups=3: must be a positive divisor of env.num_envs=16"),

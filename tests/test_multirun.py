@@ -2,7 +2,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY, run_cli
+from pgpong.tracking import multirun
+from tests.conftest import TINY, compose_cfg, run_cli
 from tests.servers import free_port
 
 
@@ -48,3 +49,19 @@ def test_unreachable_tracking_server_stops_the_multirun_before_any_job(tmp_path)
     assert r.returncode == 2
     assert [l for l in r.stderr.splitlines() if l.startswith("error: ")][0].startswith("error: tracking.uri=http://")
     assert not list(tmp_path.glob("multirun/*/*/0"))
+
+
+@pytest.mark.parametrize("overrides,cores,n_jobs,expected", [
+    ([], 8, 2, 2),                        # default (0): each job's 4 cores shared by its 2 groups
+    ([], 2, 2, 1),
+    ([], 16, -1, 1),                      # n_jobs -1: a job per core
+    (["env.num_threads=3"], 8, 2, 3),     # a number given is capped at the job's share
+    (["env.num_threads=3"], 4, 2, 2),
+])
+def test_parallel_joblib_jobs_share_the_cores(monkeypatch, overrides, cores, n_jobs, expected):
+    monkeypatch.setattr(multirun.os, "cpu_count", lambda: cores)
+    launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": n_jobs}
+    env = compose_cfg(overrides).env
+    assert multirun.threads_per_job(launcher, env) == expected
+    assert multirun.threads_per_job({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
+                                    env) == env.num_threads      # one job at a time: the run's own setting

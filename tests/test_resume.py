@@ -250,13 +250,14 @@ def test_a_checkpoint_from_before_env_emulator_nice_resumes_with_its_default():
     assert (merged.env.emulator_nice, merged.optim.name, merged.lr) == (5, "adam", 5.24e-4)
 
 
-def test_resume_may_change_env_emulator_nice_but_not_the_rest_of_env(tmp_path):
+@pytest.mark.parametrize("key,value", [("emulator_nice", 0), ("num_threads", 1)])
+def test_resume_may_change_a_speed_only_env_key_but_not_the_rest_of_env(tmp_path, key, value):
     out = stopped_run(tmp_path)
     r = run_cli([f"resume={out}", "env.groups=1", "tracking=none"], cwd=tmp_path)
     assert r.returncode == 2 and "error: resume: env=" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    r = run_cli([f"resume={out}", "episodes=3", "env.emulator_nice=0", "tracking=none"], cwd=tmp_path)
+    r = run_cli([f"resume={out}", "episodes=3", f"env.{key}={value}", "tracking=none"], cwd=tmp_path)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert OmegaConf.load(max((tmp_path / "outputs").glob("*/*")) / "config.yaml").env.emulator_nice == 0
+    assert OmegaConf.load(max((tmp_path / "outputs").glob("*/*")) / "config.yaml").env[key] == value
 
 
 def test_resume_from_a_missing_target_is_a_clear_error(tmp_path):

@@ -8,7 +8,7 @@ sent but not collected (the trainer's exit paths), so a saved emulator is never 
 
 - GymEnvs: gymnasium envs stepped one after another (the gist-exact path, `env=pong_v0`), RGB frames.
 - VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators in `groups` vector envs of
-  `num_threads` threads each, in synchronous mode (every env steps every call, so runs are
+  `num_threads` threads each (0: the cores shared among the groups, `emulator_threads`), in synchronous mode (every env steps every call, so runs are
   deterministic for a seed), grayscale frames (binarized identically: see pgpong/core/preprocess.py),
   settings that make each env's episodes those of the gymnasium id (no reward clipping,
   noop/fire resets, episodic life or max-pooling).
@@ -303,8 +303,9 @@ class VectorEnvs:
     """`num_envs` emulators in `groups` AtariVectorEnvs of `num_threads` threads each.
 
     With two groups the trainer acts for one group while the other's emulators run, so the
-    act phase (which needs the frames just received) also overlaps emulation: each group has
-    as many threads as there are cores, so the running group's emulators can use them all.
+    act phase (which needs the frames just received) also overlaps emulation. By default
+    (`env.num_threads=0`) the groups share the cores, a thread per core: on 2 cores, one
+    group's thread runs while the training thread works on the other group's step.
     As one batch (reset/send/recv/step) the groups' envs are concatenated in order.
     """
 
@@ -318,7 +319,7 @@ class VectorEnvs:
         if self.num_envs % g:
             raise PgpongError(f"env.groups={g}: must be a positive divisor of env.num_envs={self.num_envs}")
         per = self.num_envs // g
-        self.num_threads = min(env_cfg.num_threads, per)        # per group; a thread per emulator at most
+        self.num_threads = emulator_threads(env_cfg)            # per group; a thread per emulator at most
         self.nice = env_cfg.emulator_nice
         self.groups = []
         try:   # each group's reset begins as soon as it is made, beside the making of the next
@@ -392,6 +393,22 @@ def made_nicer(make, nice: int):
         except OSError:           # it ended meanwhile
             pass
     return made
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity: a scheduler's job gets its own), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):          # not Linux
+        return os.cpu_count() or 1
+
+
+def emulator_threads(env_cfg) -> int:
+    """Emulator threads per vector env: env.num_threads, or for 0 the usable cores shared among
+    the groups (one thread per core in all), at least 1; never more than a group's emulators."""
+    per = max(1, env_cfg.num_envs // max(1, env_cfg.groups))
+    threads = env_cfg.num_threads or max(1, usable_cores() // max(1, env_cfg.groups))
+    return min(threads, per)
 
 
 def _thread_ids() -> set[int]:

@@ -69,7 +69,7 @@ def worker_command(rest: list[str], p: dict, cpus: int) -> list[str]:
     """The worker's command line: the sweep's arguments, emulator threads matched to its CPUs."""
     extra = [] if any(a.lstrip("+~").startswith("env.num_threads=") for a in rest) or \
         any(q.name == "env.num_threads" for q in p["spec"].params) else \
-        [f"env.num_threads={max(1, min(cpus, p['cfg'].env.num_envs))}"]
+        [f"env.num_threads={max(1, min(cpus // p['cfg'].env.groups, p['cfg'].env.num_envs // p['cfg'].env.groups))}"]
     return [sys.executable, "-m", "pgpong.sweep", *rest, *extra]
 
 

@@ -56,15 +56,18 @@ def job_statuses(sweep_dir) -> dict[str, str]:
     return out
 
 
-def threads_per_job(launcher_cfg, requested: int) -> int:
-    """Emulator threads for one job: parallel jobs share the cores instead of each taking them all."""
+def threads_per_job(launcher_cfg, env_cfg) -> int:
+    """Emulator threads per group for one job: parallel jobs share the cores instead of each
+    taking them all (env.num_threads=0: the job's share of the cores, shared among its groups)."""
+    requested = env_cfg.num_threads
     target = str(launcher_cfg.get("_target_", "")) if launcher_cfg is not None else ""
     if "Joblib" not in target:
         return requested
     n_jobs = launcher_cfg.get("n_jobs", -1)
     cores = os.cpu_count() or 1
     n_jobs = cores if n_jobs is None or n_jobs < 1 else n_jobs
-    return max(1, min(requested, cores // n_jobs))
+    share = max(1, cores // n_jobs)
+    return max(1, min(requested, share) if requested else share // max(1, env_cfg.groups))
 
 
 class SweepCallback(Callback):

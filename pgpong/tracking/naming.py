@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from pgpong.paths import CONF_DIR, SOURCE_DIR
 
 NOT_IN_NAME = ("tracking", "hydra", "log_every_s", "checkpoint_every", "resume")
-SPEED_ONLY = ("env.emulator_nice",)   # keys that change no episode, only how soon it comes
+SPEED_ONLY = ("env.emulator_nice", "env.num_threads")   # keys that change no episode, only how soon it comes
 NOTE_TAG = "mlflow.note.content"     # the run's description in MLflow's UI (Markdown)
 
 
