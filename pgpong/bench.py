@@ -366,8 +366,9 @@ def bench(cfg, seconds: float, repeats: int, log=sys.stderr, overrides=(), run_e
 def format_table(result: dict) -> str:
     s = result["settings"]
     groups = s["env.groups"] or 1
-    layout = (f"{groups} vector envs x {s['env.num_envs'] // groups} envs, {s['env.num_threads']} threads each"
-              if groups > 1 else f"{s['env.num_envs']} envs on {s['env.num_threads']} threads")
+    threads = f"{s['env.num_threads']} thread{'s' if s['env.num_threads'] != 1 else ''}"
+    layout = (f"{groups} vector envs x {s['env.num_envs'] // groups} envs, {threads} each"
+              if groups > 1 else f"{s['env.num_envs']} envs on {threads}")
     lines = [f"pgpong.bench: {s['env.id']}, frameskip {s['frameskip']}, {layout} (gist: 1 env, default BLAS threads); "
              f"medians of {s['repeats']} x {s['seconds']:g} s",
              f"| {'run':18s} | {'agent steps/s':>13s} | {'frames/s':>9s} |",
@@ -388,8 +389,8 @@ def format_table(result: dict) -> str:
     lines.append("per repeat: " + "; ".join(f"{names[k]} {fmt(v)}" for k, v in pr.items()))
     if "ceiling_one_env" in table:
         per_core = " and one single-threaded vector env per core" if "ceiling_per_core" in table else ""
-        lines.append(f"ceiling per repeat: the fastest of the emulators as trained ({s['env.num_threads']} threads "
-                     f"per vector env), in one vector env ({s['one_env.num_threads']} threads){per_core}")
+        lines.append(f"ceiling per repeat: the fastest of the emulators as trained ({threads} per vector env), "
+                     f"in one vector env ({s['one_env.num_threads']} threads){per_core}")
     before, after = s["load_average_1min"]
     lines.append(f"1-minute load average before / after: {before:.1f} / {after:.1f} on {s['cpu_count']} cores "
                  f"(the gist rows, on numpy's default BLAS threads, slow down many times on a busy machine)")

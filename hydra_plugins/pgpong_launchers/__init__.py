@@ -5,8 +5,8 @@
 
 Hydra finds plugins in the `hydra_plugins` namespace package; importing this package registers
 both launcher configs in Hydra's ConfigStore. Each job asks its scheduler for `cpus_per_task`
-(Slurm) or `num_cpus` (Ray) CPUs, and the job's emulator threads (`env.num_threads`) are set to
-that count (pgpong.cluster.granted_cpus). A job that its scheduler killed, or whose node died,
+(Slurm) or `num_cpus` (Ray) CPUs, and the job's emulator threads are one per CPU in all, shared
+among its groups (pgpong.cluster.job_threads). A job that its scheduler killed, or whose node died,
 is recorded FAILED with the scheduler's reason while the multirun waits for the others.
 """
 from hydra_plugins.pgpong_launchers.config import register

@@ -10,7 +10,7 @@ from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 class PgpongSlurmConf(SlurmQueueConf):
     """hydra-submitit-launcher's Slurm keys; only the defaults differ (sbatch option in brackets).
 
-    cpus_per_task [--cpus-per-task]: 2, the emulator threads of one run (env.num_threads follows it).
+    cpus_per_task [--cpus-per-task]: 2, the CPUs of one run (its emulator threads follow: one per CPU in all).
     timeout_min [--time]: 240; at `signal_delay_s` before the limit submitit's checkpoint hook
       requeues the job, and the requeued job resumes from its last checkpoint, up to
       `max_num_timeout` times.
@@ -32,7 +32,7 @@ class PgpongRayConf:
 
     address: the cluster's address (host:port of `ray start --head`, or ray://host:10001);
       null: $RAY_ADDRESS, else a Ray started for this multirun on this machine.
-    num_cpus: CPUs each job reserves, 2; the job's emulator threads (env.num_threads) follow it.
+    num_cpus: CPUs each job reserves, 2; the job's emulator threads follow it (one per CPU in all).
     max_retries: times Ray reruns a job whose worker process or node died; the rerun resumes
       from the job's last checkpoint.
     init: further keyword arguments for ray.init (e.g. {namespace: pgpong}).
