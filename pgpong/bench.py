@@ -374,7 +374,8 @@ def format_table(result: dict) -> str:
              f"| {'run':18s} | {'agent steps/s':>13s} | {'frames/s':>9s} |",
              f"|{'-' * 20}|{'-' * 15}|{'-' * 11}|"]
     table = result["table"]
-    sub_rows = [k for k in CEILINGS if k in table] if "ceiling_one_env" in table else ()
+    ran = [k for k in CEILINGS if k in table]
+    sub_rows = ran if len(ran) > 1 else ()
     rows = ("ceiling", *sub_rows, *GIST_IDS, "trainer") + (("whole_process",) if "whole_process" in table else ())
     for kind in rows:
         row = table[kind]
@@ -387,10 +388,11 @@ def format_table(result: dict) -> str:
              "whole_process_over_gist": f"whole process / {gist}", "whole_process_over_trainer": "whole process / trainer"}
     lines.append("   ".join(f"{names[k]} = {v:.2f}" for k, v in r.items()) + "   (ratios of the medians)")
     lines.append("per repeat: " + "; ".join(f"{names[k]} {fmt(v)}" for k, v in pr.items()))
-    if "ceiling_one_env" in table:
-        per_core = " and one single-threaded vector env per core" if "ceiling_per_core" in table else ""
-        lines.append(f"ceiling per repeat: the fastest of the emulators as trained ({threads} per vector env), "
-                     f"in one vector env ({s['one_env.num_threads']} threads){per_core}")
+    if sub_rows:
+        layouts = {"ceiling_as_trained": f"as trained ({threads} per vector env)",
+                   "ceiling_one_env": f"in one vector env ({s['one_env.num_threads']} threads)",
+                   "ceiling_per_core": "in one single-threaded vector env per core"}
+        lines.append("ceiling per repeat: the fastest of the emulators " + ", ".join(layouts[k] for k in sub_rows))
     before, after = s["load_average_1min"]
     lines.append(f"1-minute load average before / after: {before:.1f} / {after:.1f} on {s['cpu_count']} cores "
                  f"(the gist rows, on numpy's default BLAS threads, slow down many times on a busy machine)")
