@@ -78,8 +78,8 @@ def test_a_multirun_runs_as_cluster_jobs_under_one_parent_run_and_a_failed_job_d
         print(f"{kind} multirun job {num}: {tags['scheduler_job']} MLflow run {run.info.run_id} {run.info.status}")
     if kind == "slurm":      # Slurm's record: every job of the array ran and ended
         array = jobs[0].data.tags["scheduler_job"].split()[-1].split("_")[0]
-        states = cluster.run("sacct", "-n", "-X", "-j", array, "-o", "JobID,State", "--parsable2").split()
-        assert sorted(states) == [f"{array}_{i}|COMPLETED" for i in range(4)], states
+        states = ended_jobs(cluster, array, 4)
+        assert states == [f"{array}_{i}|COMPLETED" for i in range(4)], states
     print(f"{kind} multirun parent run {parent.info.run_id} {parent.info.status} in {time.monotonic() - start:.0f} s")
 
 
@@ -114,10 +114,23 @@ def test_sweep_workers_run_as_cluster_jobs_sharing_one_study(kind, request, tmp_
               f"MLflow run {run.info.run_id} {run.info.status}")
     if kind == "slurm":
         array = submitted[0].split()[-1].split("_")[0]
-        states = cluster.run("sacct", "-n", "-X", "-j", array, "-o", "JobID,State", "--parsable2").split()
-        assert sorted(states) == [f"{array}_{i}|COMPLETED" for i in range(2)], states
+        states = ended_jobs(cluster, array, 2)
+        assert states == [f"{array}_{i}|COMPLETED" for i in range(2)], states
     print(f"{kind} sweep: workers {submitted}, study parent run {parent.info.run_id}, "
           f"{time.monotonic() - start:.0f} s")
+
+
+def ended_jobs(cluster, array: str, n: int, timeout_s: float = 60) -> list[str]:
+    """`JobID|State` of a Slurm array's jobs from sacct, sorted, once all n are listed in an ended
+    state: slurmctld sends job records to the accounting daemon asynchronously, so the last job
+    can be missing (or still RUNNING there) for a moment after the multirun has ended."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = sorted(cluster.run("sacct", "-n", "-X", "-j", array, "-o", "JobID,State", "--parsable2").split())
+        ended = len(states) == n and not any(s.split("|")[-1] in ("PENDING", "RUNNING", "COMPLETING") for s in states)
+        if ended or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def wait_for(what: str, ok, timeout_s: float, proc=None):
