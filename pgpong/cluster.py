@@ -2,7 +2,7 @@
 
 A job learns its CPUs from the scheduler: Slurm sets SLURM_CPUS_PER_TASK from --cpus-per-task,
 pgpong's Ray launcher sets PGPONG_JOB_CPUS to the task's `num_cpus`. The job's emulator threads
-are that count (at most one per emulator).
+are one per CPU in all, shared among its groups (at most one per emulator).
 
 A rerun of a multirun job (Slurm requeue after a time limit, preemption or `scontrol requeue`;
 a Ray retry after its worker or node died) gets the same output folder as the first attempt: the
@@ -27,12 +27,17 @@ def granted_cpus() -> int | None:
     return None
 
 
-def job_threads(env_cfg) -> int | None:
-    """Emulator threads per group for a scheduler's job: its granted CPUs shared among the groups
-    (a thread per CPU in all), one per emulator at most; else None."""
-    cpus = granted_cpus()
+def threads_per_group(cpus: int, env_cfg) -> int:
+    """Emulator threads per vector env when `cpus` CPUs are shared among env.groups (a thread per
+    CPU in all): at least 1, at most a group's emulators."""
     groups = max(1, env_cfg.groups)
-    return None if cpus is None else max(1, min(cpus // groups, env_cfg.num_envs // groups))
+    return max(1, min(cpus // groups, env_cfg.num_envs // groups))
+
+
+def job_threads(env_cfg) -> int | None:
+    """Emulator threads per group for a scheduler's job: its granted CPUs shared among the groups; else None."""
+    cpus = granted_cpus()
+    return None if cpus is None else threads_per_group(cpus, env_cfg)
 
 
 def scheduler_job() -> str | None:

@@ -8,8 +8,8 @@ sent but not collected (the trainer's exit paths), so a saved emulator is never 
 
 - GymEnvs: gymnasium envs stepped one after another (the gist-exact path, `env=pong_v0`), RGB frames.
 - VectorEnvs: ale-py's C++ AtariVectorEnv, `num_envs` emulators in `groups` vector envs of
-  `num_threads` threads each (0: the cores shared among the groups, `emulator_threads`), in synchronous mode (every env steps every call, so runs are
-  deterministic for a seed), grayscale frames (binarized identically: see pgpong/core/preprocess.py),
+  `num_threads` threads each (0: the cores shared among the groups, `emulator_threads`), in
+  synchronous mode (every env steps every call, so runs are deterministic for a seed), grayscale frames (binarized identically: see pgpong/core/preprocess.py),
   settings that make each env's episodes those of the gymnasium id (no reward clipping,
   noop/fire resets, episodic life or max-pooling).
 """
@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 from ale_py.vector_env import AtariVectorEnv
 
+from pgpong.cluster import threads_per_group
 from pgpong.errors import PgpongError
 
 gym.register_envs(ale_py)
@@ -406,9 +407,9 @@ def usable_cores() -> int:
 def emulator_threads(env_cfg) -> int:
     """Emulator threads per vector env: env.num_threads, or for 0 the usable cores shared among
     the groups (one thread per core in all), at least 1; never more than a group's emulators."""
-    per = max(1, env_cfg.num_envs // max(1, env_cfg.groups))
-    threads = env_cfg.num_threads or max(1, usable_cores() // max(1, env_cfg.groups))
-    return min(threads, per)
+    if not env_cfg.num_threads:
+        return threads_per_group(usable_cores(), env_cfg)
+    return min(env_cfg.num_threads, max(1, env_cfg.num_envs // max(1, env_cfg.groups)))
 
 
 def _thread_ids() -> set[int]:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pgpong.cluster import CPUS_ENV, RAY_TASK_ENV
+from pgpong.cluster import CPUS_ENV, RAY_TASK_ENV, threads_per_group
 from pgpong.errors import PgpongError, entry_point
 
 LAUNCHERS = ("slurm", "ray")
@@ -69,7 +69,7 @@ def worker_command(rest: list[str], p: dict, cpus: int) -> list[str]:
     """The worker's command line: the sweep's arguments, emulator threads matched to its CPUs."""
     extra = [] if any(a.lstrip("+~").startswith("env.num_threads=") for a in rest) or \
         any(q.name == "env.num_threads" for q in p["spec"].params) else \
-        [f"env.num_threads={max(1, min(cpus // p['cfg'].env.groups, p['cfg'].env.num_envs // p['cfg'].env.groups))}"]
+        [f"env.num_threads={threads_per_group(cpus, p['cfg'].env)}"]
     return [sys.executable, "-m", "pgpong.sweep", *rest, *extra]
 
 
