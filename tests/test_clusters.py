@@ -120,17 +120,15 @@ def test_sweep_workers_run_as_cluster_jobs_sharing_one_study(kind, request, tmp_
           f"{time.monotonic() - start:.0f} s")
 
 
-def ended_jobs(cluster, array: str, n: int, timeout_s: float = 60) -> list[str]:
+def ended_jobs(cluster, array: str, n: int) -> list[str]:
     """`JobID|State` of a Slurm array's jobs from sacct, sorted, once all n are listed in an ended
     state: slurmctld sends job records to the accounting daemon asynchronously, so the last job
     can be missing (or still RUNNING there) for a moment after the multirun has ended."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def listed():
         states = sorted(cluster.run("sacct", "-n", "-X", "-j", array, "-o", "JobID,State", "--parsable2").split())
         ended = len(states) == n and not any(s.split("|")[-1] in ("PENDING", "RUNNING", "COMPLETING") for s in states)
-        if ended or time.monotonic() > deadline:
-            return states
-        time.sleep(0.5)
+        return states if ended else None
+    return wait_for(f"sacct listing the {n} jobs of array {array} as ended", listed, 60)
 
 
 def wait_for(what: str, ok, timeout_s: float, proc=None):
