@@ -22,7 +22,6 @@ import gymnasium as gym
 import numpy as np
 from ale_py.vector_env import AtariVectorEnv
 
-from pgpong.cluster import threads_per_group
 from pgpong.errors import PgpongError
 
 gym.register_envs(ale_py)
@@ -406,10 +405,12 @@ def usable_cores() -> int:
 
 def emulator_threads(env_cfg) -> int:
     """Emulator threads per vector env: env.num_threads, or for 0 the usable cores shared among
-    the groups (one thread per core in all), at least 1; never more than a group's emulators."""
-    if not env_cfg.num_threads:
-        return threads_per_group(usable_cores(), env_cfg)
-    return min(env_cfg.num_threads, max(1, env_cfg.num_envs // max(1, env_cfg.groups)))
+    the groups (one thread per core in all), at least 1; never more than a group's emulators.
+    (pgpong.cluster.threads_per_group is the same rule for a job's CPUs: the engine may not
+    import it, tests/test_layers.py.)"""
+    per = max(1, env_cfg.num_envs // max(1, env_cfg.groups))
+    threads = env_cfg.num_threads or max(1, usable_cores() // max(1, env_cfg.groups))
+    return min(threads, per)
 
 
 def _thread_ids() -> set[int]:

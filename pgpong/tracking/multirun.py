@@ -20,7 +20,6 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import open_dict, read_write
 
-from pgpong.cluster import threads_per_group
 from pgpong.errors import PgpongError, say_error
 from pgpong.tracking.naming import NOTE_TAG
 
@@ -68,7 +67,7 @@ def threads_per_job(launcher_cfg, env_cfg) -> int:
     cores = os.cpu_count() or 1
     n_jobs = cores if n_jobs is None or n_jobs < 1 else n_jobs
     share = max(1, cores // n_jobs)
-    return max(1, min(requested, share)) if requested else threads_per_group(share, env_cfg)
+    return max(1, min(requested, share) if requested else share // max(1, env_cfg.groups))
 
 
 class SweepCallback(Callback):
